@@ -1,4 +1,4 @@
-"""The ``aioposthog`` command: ``demo`` (the main job) and ``serve`` (a LocalPostHog to test against)."""
+"""The ``aioposthog`` command: ``demo`` (the main job) and ``serve`` (a LocalPostHog to use)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import random
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -102,7 +101,9 @@ async def _produce(
                 {"email": f"{user}@example.com", "plan": rng.choice(_PLANS), "signup_index": i},
             )
         elif i % 997 == 0:
-            await posthog.group_identify("company", company, {"name": company.title(), "seats": i % 400})
+            await posthog.group_identify(
+                "company", company, {"name": company.title(), "seats": i % 400}
+            )
         elif i == total // 2:
             try:
                 raise ValueError("demo: payment provider answered 502")
@@ -132,11 +133,13 @@ async def _demo(args: argparse.Namespace) -> int:
     if args.host is None:
         try:
             from .testing import LocalPostHog
-        except ImportError as exc:  # pragma: no cover - the server needs only the standard library and h11
+        except (
+            ImportError
+        ) as exc:  # pragma: no cover - the server needs only the standard library and h11
             print(f"aioposthog demo needs the local server: {exc}", file=sys.stderr)
             return 2
         server = LocalPostHog()
-        await server.start()
+        server.start()  # returns once the socket listens; the server runs in its own thread
         host = server.url
         api_key = args.api_key or "phc_aioposthog_demo"
         print(f"aioposthog {__version__} demo: LocalPostHog listening on {host}", file=out)
@@ -144,12 +147,18 @@ async def _demo(args: argparse.Namespace) -> int:
         host = args.host
         api_key = args.api_key or os.environ.get("POSTHOG_API_KEY")
         if not api_key:
-            print("--host needs --api-key (or POSTHOG_API_KEY): the project token, phc_...", file=sys.stderr)
+            print(
+                "--host needs --api-key (or POSTHOG_API_KEY): the project token, phc_...",
+                file=sys.stderr,
+            )
             return 2
         print(f"aioposthog {__version__} demo: sending to {host}", file=out)
     total = args.events
     users = max(1, min(args.users, total))
-    print(f"capturing {total:,} events from {users:,} users (overflow=block: nothing is dropped)", file=out)
+    print(
+        f"capturing {total:,} events from {users:,} users (overflow=block: nothing is dropped)",
+        file=out,
+    )
     monitor = LoopLagMonitor()
     counter = [0]
     progress = Progress(total, sys.stderr)
@@ -176,50 +185,76 @@ async def _demo(args: argparse.Namespace) -> int:
             received = len(server.events)
     finally:
         if server is not None:
-            await server.stop()
+            server.stop()
     elapsed = finished - started
     rows = [
         ("events captured", f"{stats.captured:,}"),
         ("events sent (acknowledged)", f"{stats.sent:,}"),
-        ("events received by the server", f"{received:,}" if received is not None else "n/a (remote host)"),
-        ("dropped", f"{stats.dropped_total:,}" + (f" {dict((k, v) for k, v in stats.dropped.items() if v)}" if stats.dropped_total else "")),
-        ("batches", f"{stats.batches_sent:,} (avg {stats.sent / max(1, stats.batches_sent):,.0f} events)"),
+        (
+            "events received by the server",
+            f"{received:,}" if received is not None else "n/a (remote host)",
+        ),
+        (
+            "dropped",
+            f"{stats.dropped_total:,}"
+            + (
+                f" {dict((k, v) for k, v in stats.dropped.items() if v)}"
+                if stats.dropped_total
+                else ""
+            ),
+        ),
+        (
+            "batches",
+            f"{stats.batches_sent:,} (avg {stats.sent / max(1, stats.batches_sent):,.0f} events)",
+        ),
         ("retries", f"{stats.retried:,}"),
         ("bytes sent (gzip)", f"{stats.bytes_sent / 1e6:,.1f} MB"),
         ("capture time", f"{captured_at - started:.2f} s"),
         ("delivered in", f"{elapsed:.2f} s" + ("" if delivered else " (flush timed out)")),
         ("throughput", f"{stats.sent / max(elapsed, 1e-9):,.0f} events/s end to end"),
-        ("event-loop lag", f"p50 {monitor.percentile(50):.2f} ms, p99 {monitor.percentile(99):.2f} ms"),
+        (
+            "event-loop lag",
+            f"p50 {monitor.percentile(50):.2f} ms, p99 {monitor.percentile(99):.2f} ms",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}", file=out)
-    ok = stats.sent == stats.captured and stats.dropped_total == 0 and (received in (None, stats.sent))
-    print("OK: every event was delivered exactly once" if ok else "MISMATCH: see the counts above", file=out)
+    ok = (
+        stats.sent == stats.captured
+        and stats.dropped_total == 0
+        and (received in (None, stats.sent))
+    )
+    print(
+        "OK: every event was delivered exactly once" if ok else "MISMATCH: see the counts above",
+        file=out,
+    )
     return 0 if ok else 1
 
 
 async def _serve(args: argparse.Namespace) -> int:
     from .testing import LocalPostHog
 
-    server = LocalPostHog(port=args.port)
-    await server.start()
-    print(f"LocalPostHog listening on {server.url} (Ctrl-C to stop)", flush=True)
-    try:
-        while True:
-            await asyncio.sleep(3600)
-    finally:
-        await server.stop()
+    async with LocalPostHog(port=args.port) as server:
+        print(f"LocalPostHog listening on {server.url} (Ctrl-C to stop)", flush=True)
+        await asyncio.Event().wait()  # until Ctrl-C cancels the run
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aioposthog", description=__doc__)
     parser.add_argument("--version", action="version", version=f"aioposthog {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="capture a realistic stream into a local PostHog and report")
-    demo.add_argument("--events", type=int, default=100_000, help="events to capture (default 100,000)")
+    demo = commands.add_parser(
+        "demo", help="capture a realistic stream into a local PostHog and report"
+    )
+    demo.add_argument(
+        "--events", type=int, default=100_000, help="events to capture (default 100,000)"
+    )
     demo.add_argument("--users", type=int, default=1_000, help="distinct users (default 1,000)")
-    demo.add_argument("--host", default=None, help="a real PostHog host instead of the local server")
+    demo.add_argument(
+        "--host", default=None, help="a real PostHog host instead of the local server"
+    )
     demo.add_argument("--api-key", default=None, help="project token (phc_...) for --host")
     serve = commands.add_parser("serve", help="run a LocalPostHog server until interrupted")
     serve.add_argument("--port", type=int, default=8010)

@@ -288,8 +288,10 @@ class AsyncPostHog:
 
     def __del__(self) -> None:
         queue = getattr(self, "_queue", None)
-        if queue is not None and len(queue) and getattr(self, "_state", None) is not (
-            ClientState.CLOSED
+        if (
+            queue is not None
+            and len(queue)
+            and getattr(self, "_state", None) is not (ClientState.CLOSED)
         ):
             warnings.warn(
                 f"AsyncPostHog was garbage-collected with {len(queue)} unsent events; "
@@ -405,8 +407,8 @@ class AsyncPostHog:
             if returned is None:
                 return None
             message = returned
-        uuid = message["uuid"]
-        event = message["event"]
+        uuid: str = message["uuid"]
+        event: str = message["event"]
         try:
             data = encode_event(to_v1_event(message) if self._v1 else message)
         except UnserializableValueError as exc:
@@ -427,18 +429,16 @@ class AsyncPostHog:
         stats.captured += 1
         queue = self._queue
         if queue is None:  # send=False: built and validated, then let go
-            return uuid  # type: ignore[no-any-return]  # set by capture() or before_send
+            return uuid
         item = (uuid, data)
         if queue.overflow == "block" and not queue.has_room(len(data)):
             await queue.wait_for_room(len(data))
             if self._state is not ClientState.OPENED:
                 self._stats.drop("shutdown")
                 return None
-        return uuid if queue.offer(item) else None  # type: ignore[no-any-return]
+        return uuid if queue.offer(item) else None
 
-    async def _run_before_send(
-        self, hook: Any, message: dict[str, Any]
-    ) -> dict[str, Any] | None:
+    async def _run_before_send(self, hook: Any, message: dict[str, Any]) -> dict[str, Any] | None:
         try:
             returned = hook(message)
             if isawaitable(returned):
@@ -468,7 +468,9 @@ class AsyncPostHog:
         disable_geoip: bool | None = None,
     ) -> str | None:
         """Set person properties (``$set``). Does nothing for a personless caller or no props."""
-        return await self._person_update("$set", distinct_id, properties, timestamp, uuid, disable_geoip)
+        return await self._person_update(
+            "$set", distinct_id, properties, timestamp, uuid, disable_geoip
+        )
 
     async def set_once(
         self,
@@ -592,9 +594,7 @@ class AsyncPostHog:
         props = exception_properties(exception, handled=handled)
         if properties:
             props.update(properties)
-        return await self.capture(
-            "$exception", distinct_id, props, timestamp=timestamp, uuid=uuid
-        )
+        return await self.capture("$exception", distinct_id, props, timestamp=timestamp, uuid=uuid)
 
     # -- flush, stats, health ----------------------------------------------------------------
 
@@ -642,7 +642,7 @@ class AsyncPostHog:
                 status, error = "down", exc.message
         if status == "ok":
             recent_failure = stats.last_error is not None and (
-                stats.last_success is None or stats.failed > 0 and stats.sent == 0
+                stats.last_success is None or (stats.failed > 0 and stats.sent == 0)
             )
             if queue_depth >= 0.9 * self.config.max_queue_size:
                 status, error = "degraded", "the capture queue is over 90% full"
@@ -663,9 +663,7 @@ class AsyncPostHog:
             transport = Transport(self.config, transport=self._http_transport)
         started = time.perf_counter()
         try:
-            response = await transport.http.get(
-                self.config.host + "/_health", timeout=timeout
-            )
+            response = await transport.http.get(self.config.host + "/_health", timeout=timeout)
         except (httpx.HTTPError, OSError) as exc:
             raise translate_error(exc) from None
         finally:

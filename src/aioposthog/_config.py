@@ -45,9 +45,7 @@ _INGESTION_HOSTS = {
 }
 _APP_HOSTS = {"us.i.posthog.com": "us.posthog.com", "eu.i.posthog.com": "eu.posthog.com"}
 
-BeforeSend = Callable[
-    [dict[str, Any]], "dict[str, Any] | None | Awaitable[dict[str, Any] | None]"
-]
+BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"]
 OnError = Callable[[PostHogError, int], Any]
 
 
@@ -130,7 +128,7 @@ class PostHogConfig(BaseModel):
     max_queue_bytes: int = Field(default=128 * 1024 * 1024, ge=MAX_EVENT_BYTES)
     """Most bytes of encoded events held in memory before the overflow policy applies."""
     overflow: Literal["drop_newest", "drop_oldest", "block"] = "drop_newest"
-    """What `capture()` does when the queue is full: drop the new event, drop the oldest, or wait."""
+    """When the queue is full, capture() drops the new event, drops the oldest, or waits."""
     max_concurrent_requests: int = Field(default=4, ge=1, le=64)
     """Batches in flight at once."""
     max_retries: int = Field(default=5, ge=0, le=100)
@@ -220,7 +218,9 @@ class PostHogConfig(BaseModel):
     @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force: ``retry`` if given, else one built from ``max_retries``."""
-        return self.retry if self.retry is not None else RetryPolicy(max_attempts=self.max_retries + 1)
+        return (
+            self.retry if self.retry is not None else RetryPolicy(max_attempts=self.max_retries + 1)
+        )
 
     @property
     def api_host(self) -> str:
@@ -238,9 +238,7 @@ class PostHogConfig(BaseModel):
             raise _config_error(exc) from None
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **explicit: Any
-    ) -> PostHogConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> PostHogConfig:
         """Build a config from explicit options, falling back to ``POSTHOG_*`` variables.
 
         >>> PostHogConfig.from_env({"POSTHOG_API_KEY": "phc_x", "POSTHOG_FLUSH_AT": "10"}).flush_at
@@ -278,7 +276,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                 values[name] = json.loads(raw)
             except ValueError:
                 raise ConfigError(
-                    f"{_env_name(name)} must be a JSON object, e.g. '{{\"service\": \"api\"}}'",
+                    f'{_env_name(name)} must be a JSON object, e.g. \'{{"service": "api"}}\'',
                     setting=name,
                 ) from None
         else:
@@ -295,16 +293,16 @@ def _config_error(exc: pydantic.ValidationError) -> ConfigError:
         if loc:
             first_setting = first_setting or loc
             if error["type"] == "extra_forbidden":
-                problems.append(
-                    f"unknown setting {loc!r}; see PostHogConfig for the option names"
-                )
+                problems.append(f"unknown setting {loc!r}; see PostHogConfig for the option names")
             else:
                 problems.append(
                     f"setting {loc!r} {message} (pass {loc}=... or set {_env_name(loc)})"
                 )
         else:
             problems.append(message)
-    return ConfigError("Invalid aioposthog configuration: " + "; ".join(problems), setting=first_setting)
+    return ConfigError(
+        "Invalid aioposthog configuration: " + "; ".join(problems), setting=first_setting
+    )
 
 
 def load_config(

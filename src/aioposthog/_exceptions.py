@@ -199,9 +199,7 @@ class ServerError(APIError):
     retryable = True
 
 
-def parse_retry_after(
-    value: str | None, *, now: Callable[[], float] = time.time
-) -> float | None:
+def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
     """Read a ``Retry-After`` header as seconds from now: delta-seconds or an HTTP date.
 
     >>> parse_retry_after("2.5")
@@ -251,7 +249,7 @@ def _server_detail(body: str) -> str:
 
 def _request_id(response: httpx.Response) -> str | None:
     for header in ("x-request-id", "posthog-request-id", "x-amzn-requestid"):
-        value = response.headers.get(header)
+        value: str | None = response.headers.get(header)
         if value:
             return value
     return None
@@ -265,7 +263,8 @@ def _what(response: httpx.Response) -> str:
 
 def _from_response(response: httpx.Response) -> PostHogError:
     status = response.status_code
-    body = _body_excerpt(response)
+    # Servers echo tokens back ("API key 'phc_...' is not valid"): redact before keeping any.
+    body = _redact(_body_excerpt(response))
     detail = _server_detail(body)
     request_id = _request_id(response)
     where = _what(response)
@@ -292,9 +291,7 @@ def _from_response(response: httpx.Response) -> PostHogError:
         )
     if status == 408 or status >= 500:
         return ServerError(f"PostHog server error ({status}) for {where}{suffix}", **common)
-    return APIError(
-        f"PostHog rejected {where} ({status}){suffix}", retryable=False, **common
-    )
+    return APIError(f"PostHog rejected {where} ({status}){suffix}", retryable=False, **common)
 
 
 def translate_error(error: BaseException | httpx.Response) -> PostHogError:
@@ -321,7 +318,7 @@ def translate_error(error: BaseException | httpx.Response) -> PostHogError:
     if isinstance(error, httpx.TransportError):
         # httpx messages can name the host, never credentials; keep only the class for safety.
         return TransportError(
-            f"Could not reach PostHog ({type(error).__name__}: {_safe_reason(error)})",
+            f"Could not reach PostHog ({type(error).__name__}: {_redact(str(error))[:200]})",
             original_error=error,
         )
     if isinstance(error, (OSError, EOFError)):
@@ -333,8 +330,20 @@ def translate_error(error: BaseException | httpx.Response) -> PostHogError:
     )
 
 
-_SECRETISH = re.compile(r"(ph[cxs]_[A-Za-z0-9_-]+|token=[^&\s]+|Bearer\s+\S+)")
+_SECRETISH = re.compile(r"(ph[cxs]_[A-Za-z0-9_-]+|token=[^&\s\"']+|Bearer\s+[^\s\"']+)")
 
 
-def _safe_reason(error: BaseException) -> str:
-    return _SECRETISH.sub("[redacted]", str(error))[:200]
+def scrub_secrets(error: PostHogError, secrets: tuple[str, ...]) -> PostHogError:
+    """Remove the client's own keys from an error's message and body, whatever their shape."""
+    for secret in secrets:
+        if secret and secret in error.message:
+            error.message = error.message.replace(secret, "[redacted]")
+            error.args = (error.message,)
+        if isinstance(error, APIError) and secret and secret in error.body:
+            error.body = error.body.replace(secret, "[redacted]")
+    return error
+
+
+def _redact(text: str) -> str:
+    """Replace anything shaped like a PostHog key or bearer token with ``[redacted]``."""
+    return _SECRETISH.sub("[redacted]", text)

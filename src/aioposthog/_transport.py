@@ -16,7 +16,7 @@ import httpx
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._config import PostHogConfig, RetryPolicy
-from ._exceptions import PostHogError, RateLimitedError, translate_error
+from ._exceptions import PostHogError, RateLimitedError, scrub_secrets, translate_error
 from ._telemetry import request_duration, tracer
 from ._version import __version__
 
@@ -41,12 +41,13 @@ class Transport:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.host = config.host
+        self._secrets = tuple(
+            key for key in (config.api_key, config.personal_api_key) if key is not None
+        )
         connections = max(10, config.max_concurrent_requests * 2)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(
-                max_connections=connections, max_keepalive_connections=connections
-            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             headers={"User-Agent": USER_AGENT},
             transport=transport,
             # PostHog never redirects capture; following one could leak the token elsewhere.
@@ -142,6 +143,8 @@ class Transport:
             else:
                 status = response.status_code
                 result = response if response.is_success else translate_error(response)
+            if isinstance(result, PostHogError):
+                result = scrub_secrets(result, self._secrets)
             elapsed = time.perf_counter() - started
             request_duration.record(
                 elapsed,

@@ -30,7 +30,9 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def fast_retry(attempts: int = 4, sleep: Callable[[float], Awaitable[None]] = no_sleep) -> RetryPolicy:
+def fast_retry(
+    attempts: int = 4, sleep: Callable[[float], Awaitable[None]] = no_sleep
+) -> RetryPolicy:
     return RetryPolicy(max_attempts=attempts, base=0.0, cap=0.0, sleep=sleep)
 
 
@@ -80,10 +82,10 @@ class MockPostHog:
             reply = self.replies.popleft()
             if isinstance(reply, httpx.Response):
                 return reply
-            if isinstance(reply, type) and issubclass(reply, Exception):
-                raise reply("scripted failure")
             if isinstance(reply, Exception):
                 raise reply
+            if isinstance(reply, type):
+                raise reply("scripted failure")
             return reply(request)
         return self.default(request)
 

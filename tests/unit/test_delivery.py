@@ -179,9 +179,10 @@ async def test_v1_per_event_results() -> None:
         await posthog.flush()
     assert len(mock.requests) == 2
     assert [e["uuid"] for e in mock.requests[1].events] == [first_uuids[0]]
-    assert mock.requests[1].headers["posthog-request-id"] != mock.requests[0].headers[
-        "posthog-request-id"
-    ]
+    assert (
+        mock.requests[1].headers["posthog-request-id"]
+        != mock.requests[0].headers["posthog-request-id"]
+    )
     stats = posthog.stats
     assert stats.sent == 3
     assert stats.dropped["server_drop"] == 1 and stats.dropped["server_limited"] == 1
@@ -227,7 +228,10 @@ def test_translate_statuses(status: int, cls: type[APIError], retryable: bool) -
 
 
 def test_translate_rest_throttle_body() -> None:
-    body = {"type": "throttled_error", "detail": "Request was throttled. Expected available in 12 seconds."}
+    body = {
+        "type": "throttled_error",
+        "detail": "Request was throttled. Expected available in 12 seconds.",
+    }
     error = translate_error(response(429, json=body))
     assert isinstance(error, RateLimitedError) and error.retry_after == 12.0
 

@@ -55,7 +55,7 @@ async def test_states_and_double_close() -> None:
     assert posthog.state is ClientState.UNOPENED
     await posthog.start()
     await posthog.start()  # idempotent
-    assert posthog.state is ClientState.OPENED
+    assert posthog.state.value == "opened"
     await posthog.aclose()
     await posthog.aclose()
     assert posthog.state is ClientState.CLOSED
@@ -155,6 +155,7 @@ async def test_block_waits_for_room_and_loses_nothing() -> None:
         flush_interval=60,
     )
     async with posthog:
+
         async def produce() -> None:
             for i in range(20):
                 await posthog.capture("e", f"u{i}")
@@ -308,7 +309,9 @@ async def test_context_distinct_id_tags_and_session_per_task() -> None:
                 tag("route", f"/{user}")
                 set_context_session(f"s-{user}")
                 await asyncio.sleep(0)  # let the other requests interleave
-                await posthog.capture("viewed", properties={"route": "own"} if user == "b" else None)
+                await posthog.capture(
+                    "viewed", properties={"route": "own"} if user == "b" else None
+                )
 
         await asyncio.gather(*(request(u) for u in "abc"))
         await posthog.capture("outside")

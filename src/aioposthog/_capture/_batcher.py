@@ -311,7 +311,10 @@ class Batcher:
             build,
             retry=self._retry,
             span_name="posthog.capture.batch",
-            attributes={"posthog.batch.size": len(batch), "posthog.capture.mode": config.capture_mode},
+            attributes={
+                "posthog.batch.size": len(batch),
+                "posthog.capture.mode": config.capture_mode,
+            },
             on_retry=on_retry,
         )
 
@@ -337,4 +340,3 @@ def _v1_results(response: httpx.Response) -> dict[str, str]:
         if isinstance(value, dict) and isinstance(value.get("result"), str):
             out[uuid] = value["result"]
     return out
-
