@@ -26,6 +26,7 @@ from ._capture._queue import EventQueue
 from ._capture._spool import Spool
 from ._config import MAX_EVENT_BYTES, PostHogConfig
 from ._exceptions import EventValidationError, PostHogError, UsageError, translate_error
+from ._platform import system_properties
 from ._serialize import UnserializableValueError, encode_event, now_iso, to_utc_iso, uuid7
 from ._stats import ClientStats, StatsRecorder
 from ._telemetry import register_stats, tracer
@@ -131,6 +132,9 @@ class AsyncPostHog:
         }
         if config.disable_geoip:
             self._lib_properties["$geoip_disable"] = True
+        # capture() and capture_exception() also describe the runtime, as the official SDK does;
+        # $set, alias and $groupidentify do not.
+        self._capture_properties = {**system_properties(), **self._lib_properties}
 
     def __repr__(self) -> str:
         return f"<AsyncPostHog host={self.config.host!r} state={self._state.value}>"
@@ -335,6 +339,28 @@ class AsyncPostHog:
                 that cannot be serialised, or an event over 900 KiB.
             UsageError: the client is closed or bound to another event loop.
         """
+        return await self._capture(
+            event,
+            distinct_id,
+            properties,
+            groups,
+            timestamp,
+            uuid,
+            disable_geoip,
+            self._capture_properties,
+        )
+
+    async def _capture(
+        self,
+        event: str,
+        distinct_id: Any,
+        properties: Mapping[str, Any] | None,
+        groups: Mapping[str, Any] | None,
+        timestamp: datetime | str | None,
+        uuid: str | uuid_module.UUID | None,
+        disable_geoip: bool | None,
+        fixed: dict[str, Any],
+    ) -> str | None:
         if self.config.disabled:
             return None
         if self._state is not ClientState.OPENED or asyncio.get_running_loop() is not self._loop:
@@ -348,11 +374,11 @@ class AsyncPostHog:
             props = {**self._base_properties, **context.tags}
             if properties:
                 props.update(properties)
-            props.update(self._lib_properties)
+            props.update(fixed)
         elif properties:
-            props = {**self._base_properties, **properties, **self._lib_properties}
+            props = {**self._base_properties, **properties, **fixed}
         else:
-            props = {**self._base_properties, **self._lib_properties}
+            props = {**self._base_properties, **fixed}
         if distinct_id is None or distinct_id == "":
             if context is not None and context.distinct_id:
                 distinct_id = context.distinct_id
@@ -505,7 +531,7 @@ class AsyncPostHog:
         if not distinct_id or not values:
             return None  # a personless $set would create nobody; nothing to send
         await self._ensure_open()
-        props = {**self._lib_properties}
+        props = {**self._base_properties, **self._lib_properties}
         if disable_geoip is False:
             props.pop("$geoip_disable", None)
         elif disable_geoip:
@@ -532,13 +558,15 @@ class AsyncPostHog:
         """Merge ``previous_id`` (e.g. an anonymous id) into ``distinct_id`` (``$create_alias``)."""
         if not previous_id or not distinct_id:
             raise UsageError("alias() needs both previous_id and distinct_id")
-        return await self.capture(
+        return await self._capture(
             "$create_alias",
-            distinct_id=str(previous_id),
-            properties={"distinct_id": str(previous_id), "alias": str(distinct_id)},
-            timestamp=timestamp,
-            uuid=uuid,
-            disable_geoip=disable_geoip,
+            str(previous_id),
+            {"distinct_id": str(previous_id), "alias": str(distinct_id)},
+            None,
+            timestamp,
+            uuid,
+            disable_geoip,
+            self._lib_properties,
         )
 
     async def group_identify(
@@ -558,17 +586,20 @@ class AsyncPostHog:
         if distinct_id is None:
             context = _context._current.get()
             distinct_id = context.distinct_id if context and context.distinct_id else uuid7()
-        return await self.capture(
+        group = {
+            "$group_type": group_type,
+            "$group_key": str(group_key),
+            "$group_set": dict(properties or {}),
+        }
+        return await self._capture(
             "$groupidentify",
-            distinct_id=distinct_id,
-            properties={
-                "$group_type": group_type,
-                "$group_key": str(group_key),
-                "$group_set": dict(properties or {}),
-            },
-            timestamp=timestamp,
-            uuid=uuid,
-            disable_geoip=disable_geoip,
+            distinct_id,
+            group,
+            None,
+            timestamp,
+            uuid,
+            disable_geoip,
+            self._lib_properties,
         )
 
     async def capture_exception(
