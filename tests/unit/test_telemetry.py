@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ _installed = False
 
 
 @pytest.fixture
-def otel() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+def otel() -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
     global _installed
     if not _installed:  # global providers can be set once per process
         provider = TracerProvider()
@@ -38,7 +37,7 @@ def otel() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
         metrics.set_meter_provider(MeterProvider(metric_readers=[_reader]))
         _installed = True
     _exporter.clear()
-    yield _exporter, _reader
+    return _exporter, _reader
 
 
 def client(mock: MockPostHog, key: str = KEY, **options: Any) -> AsyncPostHog:
@@ -135,7 +134,7 @@ async def test_no_key_in_spans_logs_errors_or_reprs(
     texts += errors + [record.getMessage() for record in caplog.records]
     for span in exporter.get_finished_spans():
         texts.append(span.name)
-        texts.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
+        texts.extend(f"{k}={v!r}" for k, v in (span.attributes or {}).items())
     assert errors, "the 401 must have been reported"
     blob = "\n".join(texts)
     assert SELF_HOSTED_KEY not in blob

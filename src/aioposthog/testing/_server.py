@@ -91,6 +91,7 @@ class LocalPostHog:
         self._capture = CaptureEndpoints(api_key=api_key, v1_result=self._resolve_v1_result)
         self._capture.register(self._router)
         self._router.add("GET", "/_health", self._health, record=False)
+        self._router.add("GET", "/_local/stats", self._local_stats, record=False)
         self._faults_lock = threading.Lock()
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, float] = {}
@@ -475,3 +476,17 @@ class LocalPostHog:
 
     async def _health(self, request: Request) -> Response:
         return Response.json({"status": "ok"})
+
+    async def _local_stats(self, request: Request) -> Response:
+        """Counts for a client in another process (``aioposthog demo``, benchmarks).
+
+        ``?unique=1`` also parses the stored events to count distinct uuids.
+        """
+        body: dict[str, Any] = {
+            "events": self.event_count,
+            "batches": self.batches,
+            "requests": len(self.requests),
+        }
+        if request.query.get("unique") in ("1", "true"):
+            body["unique_uuids"] = len({event.get("uuid") for event in self.events})
+        return Response.json(body)
