@@ -29,7 +29,7 @@ from ._exceptions import EventValidationError, PostHogError, UsageError, transla
 from ._platform import system_properties
 from ._serialize import UnserializableValueError, encode_event, now_iso, to_utc_iso, uuid7
 from ._stats import ClientStats, StatsRecorder
-from ._telemetry import register_stats, tracer
+from ._telemetry import register_stats, retire_stats, tracer
 from ._transport import Transport
 from ._version import __version__
 
@@ -251,6 +251,7 @@ class AsyncPostHog:
                 await self._drain(deadline)
             finally:
                 self._state = ClientState.CLOSED
+                retire_stats(self._stats)
                 self._closed_event().set()
 
     def _closed_event(self) -> asyncio.Event:

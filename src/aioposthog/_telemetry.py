@@ -20,7 +20,13 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._stats import StatsRecorder
 
-__all__ = ["INSTRUMENTATION_NAME", "register_stats", "request_duration", "tracer"]
+__all__ = [
+    "INSTRUMENTATION_NAME",
+    "register_stats",
+    "request_duration",
+    "retire_stats",
+    "tracer",
+]
 
 INSTRUMENTATION_NAME = "aioposthog"
 
@@ -28,6 +34,10 @@ tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
 _meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__)
 
 _recorders: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()
+# Counts of closed clients: observable counters are cumulative, so what a client counted
+# must outlive it.
+_retired: dict[str, int] = {"enqueued": 0, "sent": 0}
+_retired_dropped: dict[str, int] = {}
 
 
 def register_stats(recorder: StatsRecorder) -> None:
@@ -35,16 +45,27 @@ def register_stats(recorder: StatsRecorder) -> None:
     _recorders.add(recorder)
 
 
+def retire_stats(recorder: StatsRecorder) -> None:
+    """Keep a closing client's final counts in the totals, and stop observing it."""
+    if recorder not in _recorders:
+        return
+    _recorders.discard(recorder)
+    _retired["enqueued"] += recorder.enqueued
+    _retired["sent"] += recorder.sent
+    for reason, count in recorder.dropped.items():
+        _retired_dropped[reason] = _retired_dropped.get(reason, 0) + count
+
+
 def _observe_enqueued(_: CallbackOptions) -> Iterable[Observation]:
-    yield Observation(sum(r.enqueued for r in list(_recorders)))
+    yield Observation(_retired["enqueued"] + sum(r.enqueued for r in list(_recorders)))
 
 
 def _observe_sent(_: CallbackOptions) -> Iterable[Observation]:
-    yield Observation(sum(r.sent for r in list(_recorders)))
+    yield Observation(_retired["sent"] + sum(r.sent for r in list(_recorders)))
 
 
 def _observe_dropped(_: CallbackOptions) -> Iterable[Observation]:
-    totals: dict[str, int] = {}
+    totals = dict(_retired_dropped)
     for recorder in list(_recorders):
         for reason, count in recorder.dropped.items():
             totals[reason] = totals.get(reason, 0) + count
