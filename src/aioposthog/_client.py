@@ -9,7 +9,7 @@ import sys
 import time
 import uuid as uuid_module
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from inspect import isawaitable
@@ -17,15 +17,21 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 import httpx
 
 from . import _context
+from ._cache import FlagCache
 from ._capture._batcher import Batcher
 from ._capture._encode import to_v1_event
 from ._capture._queue import EventQueue
 from ._capture._spool import Spool
 from ._config import MAX_EVENT_BYTES, PostHogConfig
 from ._exceptions import EventValidationError, PostHogError, UsageError, translate_error
+from ._flag_methods import FlagMethods
+from ._flags._service import FlagService
+from ._flags._snapshot import FeatureFlagEvaluations
 from ._platform import system_properties
 from ._serialize import UnserializableValueError, encode_event, now_iso, to_utc_iso, uuid7
 from ._stats import ClientStats, StatsRecorder
@@ -60,6 +66,9 @@ class HealthStatus:
         error: why it is not ``"ok"``.
         queue_depth: events waiting to be sent.
         last_success: when a batch was last delivered.
+        flag_definitions_age: seconds since PostHog last confirmed the flag definitions in use
+            for local evaluation (None when local evaluation is off or nothing is loaded yet).
+        flag_definitions_error: why the last definitions refresh failed, if it did.
     """
 
     status: str
@@ -67,6 +76,8 @@ class HealthStatus:
     error: str | None
     queue_depth: int
     last_success: datetime | None
+    flag_definitions_age: float | None = None
+    flag_definitions_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,7 +85,7 @@ class HealthStatus:
         return self.status == "ok"
 
 
-class AsyncPostHog:
+class AsyncPostHog(FlagMethods):
     """An asyncio PostHog client: capture with a bounded batching queue, typed errors, tracing.
 
     >>> import asyncio
@@ -117,6 +128,9 @@ class AsyncPostHog:
         self._batcher: Batcher | None = None
         self._transport: Transport | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._flags: FlagService | None = None
+        self._cache: FlagCache | None = None
         self._start_lock: asyncio.Lock | None = None
         self._stop = asyncio.Event()
         self._closed: asyncio.Event | None = None
@@ -177,7 +191,7 @@ class AsyncPostHog:
         async with self._start_lock:
             if self._state is not ClientState.UNOPENED:
                 return
-            if self.config.disabled or not self.config.send:
+            if self.config.disabled:
                 self._state = ClientState.OPENED
                 return
             await self._open()
@@ -185,20 +199,25 @@ class AsyncPostHog:
 
     async def _open(self) -> None:
         config = self.config
-        self._queue = queue = EventQueue(
-            max_events=config.max_queue_size,
-            max_bytes=config.max_queue_bytes,
-            overflow=config.overflow,
-            flush_at=config.flush_at,
-            stats=self._stats,
-        )
-        self._stats.queue_depth = queue.__len__
-        self._stats.queue_bytes = lambda: queue.nbytes
         self._transport = Transport(config, transport=self._http_transport)
-        spool = Spool(config.spool_dir, config.capture_mode) if config.spool_dir else None
-        self._batcher = Batcher(config, queue, self._transport, self._stats, spool)
-        if spool is not None:
-            self._restore_spool(spool, queue)
+        self._cache = FlagCache(config.cache_url, token=config.api_key or "")
+        self._flags = FlagService(
+            config, self._transport, self._report_flag_call, self._spawn, self._cache
+        )
+        if config.send:
+            self._queue = queue = EventQueue(
+                max_events=config.max_queue_size,
+                max_bytes=config.max_queue_bytes,
+                overflow=config.overflow,
+                flush_at=config.flush_at,
+                stats=self._stats,
+            )
+            self._stats.queue_depth = queue.__len__
+            self._stats.queue_bytes = lambda: queue.nbytes
+            spool = Spool(config.spool_dir, config.capture_mode) if config.spool_dir else None
+            self._batcher = Batcher(config, queue, self._transport, self._stats, spool)
+            if spool is not None:
+                self._restore_spool(spool, queue)
         started = asyncio.Event()
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(started), name="aioposthog-supervisor"
@@ -220,12 +239,45 @@ class AsyncPostHog:
     async def _supervise(self, started: asyncio.Event) -> None:
         # The one task that owns the task group, so start() and aclose() may be called from
         # different tasks (a web framework's startup and shutdown hooks often are).
-        assert self._batcher is not None
         async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self._batcher.run, task_group)
+            self._task_group = task_group
+            if self._batcher is not None:
+                task_group.start_soon(self._batcher.run, task_group)
+            if self._flags is not None and self._flags.poller is not None:
+                task_group.start_soon(self._flags.poller.run)
             started.set()
             await self._stop.wait()
+            self._task_group = None
             task_group.cancel_scope.cancel()
+
+    def _spawn(self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``function(*args)`` in the client's task group (dropped once closing)."""
+        if self._task_group is not None and self._state is ClientState.OPENED:
+            self._task_group.start_soon(function, *args)
+
+    async def _report_flag_call(
+        self,
+        distinct_id: str,
+        properties: dict[str, Any],
+        groups: Mapping[str, Any] | None,
+        disable_geoip: bool | None,
+    ) -> None:
+        if self._state is not ClientState.OPENED:
+            return
+        try:
+            await self._capture(
+                "$feature_flag_called",
+                distinct_id,
+                properties,
+                groups,
+                None,
+                None,
+                disable_geoip,
+                self._capture_properties,
+                None,
+            )
+        except PostHogError as exc:
+            logger.warning("aioposthog: could not capture $feature_flag_called (%s)", exc)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop intake, deliver what is queued within ``timeout`` seconds, and close.
@@ -242,6 +294,12 @@ class AsyncPostHog:
             return
         self._check_loop()
         if self._state is ClientState.CLOSING:
+            await self._closed_event().wait()
+            return
+        # One turn of the loop first: $feature_flag_called captures scheduled by snapshot
+        # reads get to enqueue before intake stops.
+        await anyio.lowlevel.checkpoint()
+        if self._state is not ClientState.OPENED:
             await self._closed_event().wait()
             return
         self._state = ClientState.CLOSING
@@ -261,17 +319,16 @@ class AsyncPostHog:
 
     async def _drain(self, deadline: float) -> None:
         batcher, queue = self._batcher, self._queue
-        if batcher is None or queue is None:
-            return
         with tracer.start_as_current_span("posthog.shutdown") as span:
-            span.set_attribute("posthog.queue.depth", len(queue))
-            batcher.stop()
-            with anyio.move_on_after(deadline):
-                await batcher.flush()
+            span.set_attribute("posthog.queue.depth", len(queue) if queue is not None else 0)
+            if batcher is not None:
+                batcher.stop()
+                with anyio.move_on_after(deadline):
+                    await batcher.flush()
             self._stop.set()
             if self._supervisor is not None:
                 await asyncio.gather(self._supervisor, return_exceptions=True)
-            left = queue.take_all()
+            left = queue.take_all() if queue is not None else []
             if left:
                 spool = self.config.spool_dir
                 if spool is not None:
@@ -288,6 +345,8 @@ class AsyncPostHog:
                         len(left),
                     )
             span.set_attribute("posthog.events.lost", self._stats.dropped["shutdown"])
+            if self._cache is not None:
+                await self._cache.aclose()
             if self._transport is not None:
                 await self._transport.aclose()
 
@@ -329,11 +388,14 @@ class AsyncPostHog:
         timestamp: datetime | str | None = None,
         uuid: str | uuid_module.UUID | None = None,
         disable_geoip: bool | None = None,
+        flags: FeatureFlagEvaluations | None = None,
     ) -> str | None:
         """Queue an event; return its uuid, or None when the client is disabled or dropped it.
 
         Does no I/O: validates, enriches (context, super properties, ``$lib``), runs
         ``before_send``, encodes and queues. With ``overflow="block"`` it waits for room.
+        ``flags``, a snapshot from `evaluate_flags()`, attaches ``$feature/<key>`` and
+        ``$active_feature_flags`` with the values the code saw (its own properties win).
 
         Raises:
             EventValidationError: empty event name, bad timestamp or uuid, a property value
@@ -349,6 +411,7 @@ class AsyncPostHog:
             uuid,
             disable_geoip,
             self._capture_properties,
+            flags,
         )
 
     async def _capture(
@@ -361,6 +424,7 @@ class AsyncPostHog:
         uuid: str | uuid_module.UUID | None,
         disable_geoip: bool | None,
         fixed: dict[str, Any],
+        flags: FeatureFlagEvaluations | None = None,
     ) -> str | None:
         if self.config.disabled:
             return None
@@ -370,6 +434,8 @@ class AsyncPostHog:
             raise EventValidationError(
                 "capture() needs a non-empty event name (a str)", event=str(event)
             )
+        if flags is not None:
+            properties = {**flags.event_properties(), **(properties or {})}
         context = _context._current.get()
         if context is not None and context.tags:
             props = {**self._base_properties, **context.tags}
@@ -644,6 +710,7 @@ class AsyncPostHog:
         batcher = self._batcher
         if batcher is None:
             return True
+        await anyio.lowlevel.checkpoint()  # scheduled $feature_flag_called captures enqueue first
         with tracer.start_as_current_span("posthog.flush") as span:
             span.set_attribute("posthog.queue.depth", len(self._queue or ()))
             with anyio.move_on_after(timeout) as scope:
@@ -680,12 +747,15 @@ class AsyncPostHog:
                 status, error = "degraded", "the capture queue is over 90% full"
             elif recent_failure:
                 status, error = "degraded", stats.last_error
+        poller = self._flags.poller if self._flags is not None else None
         return HealthStatus(
             status=status,
             latency_ms=latency,
             error=error,
             queue_depth=queue_depth,
             last_success=stats.last_success,
+            flag_definitions_age=poller.age() if poller is not None else None,
+            flag_definitions_error=poller.last_error if poller is not None else None,
         )
 
     async def _probe(self, timeout: float) -> float:

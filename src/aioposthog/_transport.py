@@ -9,7 +9,7 @@ it gives up.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import httpx
@@ -75,8 +75,14 @@ class Transport:
         attributes: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         on_retry: Callable[[], None] | None = None,
+        should_retry: Callable[[PostHogError], bool] | None = None,
+        headers: Mapping[str, str] | None = None,
+        accept: Collection[int] = (),
     ) -> httpx.Response:
         """Send a request, retrying per ``retry``; return the 2xx response or raise.
+
+        ``should_retry`` narrows which retryable errors are retried; statuses in ``accept``
+        (e.g. 304) are returned like a 2xx; ``headers`` are added to every attempt's.
 
         Raises:
             PostHogError: the translated failure of the last attempt, when the error is not
@@ -89,13 +95,24 @@ class Transport:
         request_timeout = httpx.Timeout(timeout) if timeout is not None else None
         while True:
             attempt += 1
-            headers, body = await build(attempt)
+            request_headers, body = await build(attempt)
+            if headers:
+                request_headers = {**headers, **request_headers}
             error = await self._attempt(
-                method, url, headers, body, attempt, span_name, attributes, request_timeout
+                method,
+                url,
+                request_headers,
+                body,
+                attempt,
+                span_name,
+                attributes,
+                request_timeout,
+                accept,
             )
             if isinstance(error, httpx.Response):
                 return error
-            if not error.retryable or attempt >= retry.max_attempts:
+            retryable = error.retryable if should_retry is None else should_retry(error)
+            if not retryable or attempt >= retry.max_attempts:
                 raise error
             retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
             wait = retry.wait_for(next(delays), retry_after)
@@ -115,6 +132,7 @@ class Transport:
         span_name: str,
         attributes: Mapping[str, Any] | None,
         timeout: httpx.Timeout | None,
+        accept: Collection[int],
     ) -> httpx.Response | PostHogError:
         span_attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -142,7 +160,8 @@ class Transport:
                 result: httpx.Response | PostHogError = translate_error(exc)
             else:
                 status = response.status_code
-                result = response if response.is_success else translate_error(response)
+                ok = response.is_success or status in accept
+                result = response if ok else translate_error(response)
             if isinstance(result, PostHogError):
                 result = scrub_secrets(result, self._secrets)
             elapsed = time.perf_counter() - started

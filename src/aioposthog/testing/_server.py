@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ._capture import CaptureEndpoints
+from ._flags import FlagsMixin
 from ._http import HttpServer
 from ._messages import DEFAULT_MAX_BODY_SIZE, Handler, HttpError, Request, Response, decode_body
 from ._records import RequestRecord, Store, WaitTarget
@@ -45,7 +46,7 @@ class _Fault:
         return Response(self.status, self.body, dict(self.headers), disconnect=self.disconnect)
 
 
-class LocalPostHog:
+class LocalPostHog(FlagsMixin):
     """A PostHog-compatible HTTP server for tests, examples and benchmarks.
 
     It speaks PostHog's capture contract (v0 `/batch/`, `/i/v0/e/`, `/capture/`, `/e/` and v1
@@ -72,6 +73,7 @@ class LocalPostHog:
         api_key: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         keep_events: bool = True,
+        personal_api_key: str | None = None,
     ) -> None:
         """Configure (not start) a server.
 
@@ -79,6 +81,8 @@ class LocalPostHog:
         default any non-empty token is accepted); `max_body_size` applies both on the wire and
         after decompression (PostHog's is 20 MiB); `keep_events=False` validates and counts
         events without keeping them (for long benchmarks: `events` stays empty).
+        `personal_api_key` is the only Bearer key the flag definitions and remote config
+        endpoints accept (by default any `phs_`/`phx_` key); see `set_flag_definitions`.
         """
         self.host = host
         self.max_body_size = max_body_size
@@ -90,6 +94,8 @@ class LocalPostHog:
         self._router = Router()
         self._capture = CaptureEndpoints(api_key=api_key, v1_result=self._resolve_v1_result)
         self._capture.register(self._router)
+        self._init_flags(api_key=api_key, personal_api_key=personal_api_key)
+        self._register_flags(self._router)
         self._router.add("GET", "/_health", self._health, record=False)
         self._router.add("GET", "/_local/stats", self._local_stats, record=False)
         self._faults_lock = threading.Lock()

@@ -1,0 +1,316 @@
+"""The feature-flag methods of `AsyncPostHog` (a mixin, to keep the client module one thing)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from ._config import PostHogConfig, RetryPolicy
+from ._exceptions import PostHogError, UsageError
+from ._flags._remote import error_code
+from ._flags._service import FlagService
+from ._flags._snapshot import EvaluatedFlag, FeatureFlagEvaluations
+from ._transport import Transport
+
+__all__ = ["FlagMethods"]
+
+logger = logging.getLogger("aioposthog")
+
+_REMOTE_CONFIG = "/api/projects/@current/feature_flags/{key}/remote_config"
+
+
+class FlagMethods:
+    """Feature flags: local evaluation when definitions are loaded, ``/flags`` otherwise.
+
+    Every method accepts ``groups`` (group type -> key), ``person_properties`` and
+    ``group_properties`` (group type -> properties) for evaluation, ``only_evaluate_locally``
+    (never call ``/flags``; undecidable flags read as None), ``disable_geoip`` and
+    ``device_id``. None of them raises on a PostHog outage unless ``debug=True``.
+    """
+
+    config: PostHogConfig
+    _flags: FlagService | None
+    _transport: Transport | None
+
+    async def _ensure_open(self) -> None:  # provided by AsyncPostHog
+        raise NotImplementedError
+
+    async def _flag_service(self) -> FlagService | None:
+        if self.config.disabled:
+            return None
+        await self._ensure_open()
+        return self._flags
+
+    async def _one(
+        self,
+        key: str,
+        distinct_id: Any,
+        groups: Mapping[str, Any] | None,
+        person_properties: Mapping[str, Any] | None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None,
+        only_evaluate_locally: bool,
+        send_feature_flag_events: bool,
+        disable_geoip: bool | None,
+        device_id: str | None,
+    ) -> EvaluatedFlag | None:
+        if not key or not isinstance(key, str):
+            raise UsageError("a feature flag key must be a non-empty string")
+        if distinct_id is None or distinct_id == "":
+            raise UsageError("feature flag evaluation needs a distinct_id")
+        service = await self._flag_service()
+        if service is None:
+            return None
+        return await service.evaluate(
+            key,
+            str(distinct_id),
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            send_feature_flag_events=send_feature_flag_events,
+            disable_geoip=disable_geoip,
+            device_id=device_id,
+        )
+
+    async def get_feature_flag(
+        self,
+        key: str,
+        distinct_id: Any,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+        disable_geoip: bool | None = None,
+        device_id: str | None = None,
+    ) -> bool | str | None:
+        """The flag's value for this user: a variant, True/False, or None when unknown.
+
+        Reports ``$feature_flag_called`` the first time a user gets a given value.
+        """
+        flag = await self._one(
+            key,
+            distinct_id,
+            groups,
+            person_properties,
+            group_properties,
+            only_evaluate_locally,
+            send_feature_flag_events,
+            disable_geoip,
+            device_id,
+        )
+        return None if flag is None else flag.value
+
+    async def feature_enabled(
+        self,
+        key: str,
+        distinct_id: Any,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = True,
+        disable_geoip: bool | None = None,
+        device_id: str | None = None,
+    ) -> bool | None:
+        """Whether the flag is on (a variant counts as on); None when it cannot be known."""
+        flag = await self._one(
+            key,
+            distinct_id,
+            groups,
+            person_properties,
+            group_properties,
+            only_evaluate_locally,
+            send_feature_flag_events,
+            disable_geoip,
+            device_id,
+        )
+        return None if flag is None else flag.enabled
+
+    async def get_feature_flag_payload(
+        self,
+        key: str,
+        distinct_id: Any,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        send_feature_flag_events: bool = False,
+        disable_geoip: bool | None = None,
+        device_id: str | None = None,
+    ) -> Any:
+        """The JSON payload configured for the user's value of the flag, or None."""
+        flag = await self._one(
+            key,
+            distinct_id,
+            groups,
+            person_properties,
+            group_properties,
+            only_evaluate_locally,
+            send_feature_flag_events,
+            disable_geoip,
+            device_id,
+        )
+        return None if flag is None else flag.payload
+
+    async def evaluate_flags(
+        self,
+        distinct_id: Any,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        disable_geoip: bool | None = None,
+        device_id: str | None = None,
+        flag_keys: Collection[str] | None = None,
+        send_feature_flag_events: bool = True,
+    ) -> FeatureFlagEvaluations:
+        """Evaluate every flag (or ``flag_keys``) for a user once: a `FeatureFlagEvaluations`.
+
+        Local results are merged with at most one ``/flags`` call for what could not be
+        decided locally. Pass the snapshot to ``capture(..., flags=snapshot)``.
+        """
+        if distinct_id is None or distinct_id == "":
+            raise UsageError("feature flag evaluation needs a distinct_id")
+        service = await self._flag_service()
+        if service is None:
+            return FeatureFlagEvaluations(str(distinct_id), {})
+        return await service.snapshot(
+            str(distinct_id),
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            disable_geoip=disable_geoip,
+            device_id=device_id,
+            flag_keys=flag_keys,
+            send_feature_flag_events=send_feature_flag_events,
+        )
+
+    async def get_all_flags(
+        self,
+        distinct_id: Any,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        disable_geoip: bool | None = None,
+        device_id: str | None = None,
+        flag_keys: Collection[str] | None = None,
+    ) -> dict[str, bool | str]:
+        """Every flag's value for a user (no ``$feature_flag_called`` events)."""
+        snapshot = await self.evaluate_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            disable_geoip=disable_geoip,
+            device_id=device_id,
+            flag_keys=flag_keys,
+            send_feature_flag_events=False,
+        )
+        return snapshot.as_dict()
+
+    async def get_all_flags_and_payloads(
+        self,
+        distinct_id: Any,
+        *,
+        groups: Mapping[str, Any] | None = None,
+        person_properties: Mapping[str, Any] | None = None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None = None,
+        only_evaluate_locally: bool = False,
+        disable_geoip: bool | None = None,
+        device_id: str | None = None,
+        flag_keys: Collection[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """``{"featureFlags": {key: value}, "featureFlagPayloads": {key: payload}}``."""
+        snapshot = await self.evaluate_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person_properties,
+            group_properties=group_properties,
+            only_evaluate_locally=only_evaluate_locally,
+            disable_geoip=disable_geoip,
+            device_id=device_id,
+            flag_keys=flag_keys,
+            send_feature_flag_events=False,
+        )
+        payloads = {
+            key: flag.payload
+            for key in snapshot
+            if (flag := snapshot.get(key)) is not None and flag.payload is not None
+        }
+        return {"featureFlags": snapshot.as_dict(), "featureFlagPayloads": payloads}
+
+    async def load_feature_flags(self) -> bool:
+        """Fetch the flag definitions now; True when they are loaded and current.
+
+        Needs ``personal_api_key`` (a ``phs_`` secure key or ``phx_`` personal key).
+        """
+        service = await self._flag_service()
+        if service is None:
+            return False
+        if service.poller is None:
+            raise UsageError(
+                "local evaluation needs personal_api_key (a phs_ feature flags secure key or a "
+                "phx_ personal API key)"
+            )
+        return await service.poller.refresh()
+
+    @property
+    def feature_flag_definitions(self) -> Mapping[str, Any] | None:
+        """The flag definitions payload in use for local evaluation, if loaded."""
+        service = self._flags
+        if service is None or service.poller is None:
+            return None
+        return service.poller.payload
+
+    async def get_remote_config_payload(self, key: str) -> Any:
+        """The payload of a remote-config flag (needs ``personal_api_key``); None on failure."""
+        service = await self._flag_service()
+        transport = self._transport
+        if service is None or transport is None:
+            return None
+        if not self.config.personal_api_key:
+            raise UsageError("get_remote_config_payload needs personal_api_key")
+        path = _REMOTE_CONFIG.format(key=quote(key, safe=""))
+        token = quote(self.config.api_key or "", safe="")
+        headers = {"Authorization": f"Bearer {self.config.personal_api_key}"}
+
+        async def build(attempt: int) -> tuple[Mapping[str, str], bytes]:
+            return headers, b""
+
+        try:
+            response = await transport.send(
+                "GET",
+                f"{path}?token={token}",
+                build,
+                retry=RetryPolicy(max_attempts=2, base=0.3, cap=0.3, jitter=False),
+                span_name="posthog.flags.remote_config",
+                timeout=self.config.feature_flags_request_timeout,
+            )
+        except PostHogError as exc:
+            if self.config.debug:
+                raise
+            logger.warning("aioposthog: remote config %r failed (%s)", key, error_code(exc))
+            return None
+        try:
+            value = response.json()
+        except ValueError:
+            return response.text
+        if isinstance(value, str):
+            # PostHog answers with the payload as a JSON-encoded string.
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
