@@ -22,7 +22,7 @@ import anyio.lowlevel
 import httpx
 
 from . import _context
-from ._cache import FlagCache
+from ._cache import FlagCache, process_owner_id
 from ._capture._batcher import Batcher
 from ._capture._encode import to_v1_event
 from ._capture._queue import EventQueue
@@ -200,7 +200,9 @@ class AsyncPostHog(FlagMethods):
     async def _open(self) -> None:
         config = self.config
         self._transport = Transport(config, transport=self._http_transport)
-        self._cache = FlagCache(config.cache_url, token=config.api_key or "")
+        # Each client is its own member of the fleet, even beside others in one process.
+        owner = f"{process_owner_id()}:{id(self):x}"
+        self._cache = FlagCache(config.cache_url, token=config.api_key or "", owner=owner)
         self._flags = FlagService(
             config, self._transport, self._report_flag_call, self._spawn, self._cache
         )

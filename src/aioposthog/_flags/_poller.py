@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import anyio
 
+from .._cache import FlagCache
 from .._config import PostHogConfig, RetryPolicy
 from .._exceptions import APIError, AuthenticationError, PostHogError
 from .._transport import Transport
@@ -39,6 +40,8 @@ logger = logging.getLogger("aioposthog")
 _PATH = "/flags/definitions"
 _LEGACY_PATH = "/api/feature_flag/local_evaluation/"
 _ONE_ATTEMPT = RetryPolicy(max_attempts=1)
+_CACHE_KEY = "definitions"
+_LEADER = "definitions-poller"
 
 
 class DefinitionsPoller:
@@ -49,10 +52,12 @@ class DefinitionsPoller:
         config: PostHogConfig,
         transport: Transport,
         *,
+        cache: FlagCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._transport = transport
+        self._cache = cache
         self._clock = clock
         self._path = _PATH
         self.engine: FlagEngine | None = None
@@ -77,13 +82,47 @@ class DefinitionsPoller:
         """Seconds since the definitions were last confirmed by PostHog."""
         return None if self.fetched_at is None else max(0.0, self._clock() - self.fetched_at)
 
-    def install(self, payload: Mapping[str, Any], etag: str | None = None) -> None:
+    def install(
+        self, payload: Mapping[str, Any], etag: str | None = None, *, age: float = 0.0
+    ) -> None:
         """Compile ``payload`` and serve it (used by polls and by the shared cache)."""
         self.engine = FlagEngine(compile_definitions(payload))
         self.payload = payload
         self.etag = etag
-        self.fetched_at = self._clock()
+        self.fetched_at = self._clock() - age
         self._loaded.set()
+
+    async def sync_from_cache(self) -> bool:
+        """Serve the definitions another process stored in the shared cache, if newer."""
+        if self._cache is None:
+            return False
+        cached = await self._cache.get_with_age(_CACHE_KEY)
+        if cached is None or not isinstance(cached.value, dict):
+            return False
+        payload, etag = cached.value.get("payload"), cached.value.get("etag")
+        if not isinstance(payload, dict):
+            return False
+        if self.engine is None or etag != self.etag or etag is None:
+            self.install(payload, etag if isinstance(etag, str) else None, age=cached.age)
+        else:
+            self.fetched_at = self._clock() - cached.age
+        return True
+
+    async def _store(self) -> None:
+        if self._cache is not None and self.payload is not None:
+            await self._cache.set(_CACHE_KEY, {"payload": self.payload, "etag": self.etag})
+
+    async def cycle(self) -> bool:
+        """One poll period: the fleet's leader asks PostHog; the others read the cache."""
+        cache = self._cache
+        if cache is not None and cache.shared:
+            ttl = max(self._config.poll_interval * 3, 10.0)
+            if not await cache.try_acquire_leader(_LEADER, ttl):
+                return await self.sync_from_cache()
+            if self.engine is None:
+                # start from what the fleet has, so the first poll can be a cheap 304
+                await self.sync_from_cache()
+        return await self.refresh()
 
     def clear(self) -> None:
         """Forget the definitions (402: the project's flags quota is used up)."""
@@ -136,6 +175,8 @@ class DefinitionsPoller:
         self.last_error = None
         if response.status_code == 304:
             self.fetched_at = self._clock()
+            if self._cache is not None and self._cache.shared:
+                await self._store()  # tells the fleet the definitions are still current
             return True
         try:
             payload = response.json()
@@ -146,6 +187,7 @@ class DefinitionsPoller:
             self._note_failure(PostHogError("flag definitions are not a JSON object"))
             return False
         self.install(payload, response.headers.get("etag"))
+        await self._store()
         return True
 
     async def _failed(self, error: APIError) -> bool:
@@ -164,6 +206,8 @@ class DefinitionsPoller:
         if error.status == 402:
             logger.warning("aioposthog: feature flags quota exceeded (402): definitions cleared")
             self.clear()
+            if self._cache is not None:
+                await self._cache.delete(_CACHE_KEY)
             self.last_error = error.message
             return False
         self._note_failure(error)
@@ -187,5 +231,5 @@ class DefinitionsPoller:
     async def run(self) -> None:
         """Poll until cancelled or stopped (a refused key)."""
         while self.stopped is None:
-            await self.refresh()
+            await self.cycle()
             await anyio.sleep(self.next_delay())

@@ -85,7 +85,7 @@ class FlagService:
         self._cache = cache
         self.called = CalledEvents()
         self.poller: DefinitionsPoller | None = (
-            DefinitionsPoller(config, transport) if config.personal_api_key else None
+            DefinitionsPoller(config, transport, cache=cache) if config.personal_api_key else None
         )
         self.remote_calls = 0
 
