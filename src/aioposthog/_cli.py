@@ -168,9 +168,15 @@ class ServerProcess:
             self.process.terminate()
             await self.process.wait()
 
-    async def stats(self) -> dict[str, Any]:
+    async def load_flags(self, definitions: dict[str, Any]) -> None:
         async with httpx.AsyncClient() as client:
-            response = await client.get(self.url + "/_local/stats", params={"unique": "1"})
+            response = await client.post(self.url + "/_local/flag_definitions", json=definitions)
+            response.raise_for_status()
+
+    async def stats(self, *, unique: bool = False) -> dict[str, Any]:
+        params = {"unique": "1"} if unique else {}
+        async with httpx.AsyncClient() as client:
+            response = await client.get(self.url + "/_local/stats", params=params)
             response.raise_for_status()
             result: dict[str, Any] = response.json()
             return result
@@ -223,7 +229,7 @@ async def _run_demo(
     received: int | None = None
     unique: int | None = None
     if server is not None:
-        counts = await server.stats()
+        counts = await server.stats(unique=True)
         received, unique = counts["events"], counts["unique_uuids"]
     elapsed = finished - started
     capture_time = captured_at - started
@@ -262,8 +268,69 @@ async def _run_demo(
     ok = stats.sent == stats.captured == total and stats.dropped_total == 0
     if server is not None:
         ok = ok and received == unique == stats.sent
+    if server is not None:
+        ok = await _demo_flags(server, api_key) and ok
     print("OK: every event was delivered exactly once" if ok else "MISMATCH: see the counts above")
     return 0 if ok else 1
+
+
+def _percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p50 = ordered[len(ordered) // 2] * 1e6
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e6
+    return f"p50 {p50:,.0f} us, p99 {p99:,.0f} us"
+
+
+async def _demo_flags(server: ServerProcess, api_key: str) -> bool:
+    """Twenty realistic flags, evaluated locally (definitions polled) and remotely (/flags)."""
+    from .testing import sample_flag_definitions, sample_person
+
+    await server.load_flags(sample_flag_definitions())
+    users = 500
+    print("feature flags: 20 definitions, 500 users, get_feature_flag + get_all_flags each")
+    rows = []
+    splits = []
+    for mode, options in (
+        ("local ", {"personal_api_key": "phs_aioposthog_demo", "poll_interval": 30.0}),
+        ("remote", {}),
+    ):
+        async with AsyncPostHog(api_key, host=server.url, **options) as posthog:
+            if options:
+                await posthog.load_feature_flags()
+            before = (await server.stats())["flags_requests"]
+            one: list[float] = []
+            every: list[float] = []
+            variants: dict[Any, int] = {}
+            for i in range(users):
+                person = sample_person(i)
+                groups = {"company": f"company-{i % 50}"}
+                started = time.perf_counter()
+                value = await posthog.get_feature_flag(
+                    "checkout-experiment", f"user-{i}", person_properties=person
+                )
+                one.append(time.perf_counter() - started)
+                variants[value] = variants.get(value, 0) + 1
+                started = time.perf_counter()
+                await posthog.get_all_flags(
+                    f"user-{i}",
+                    person_properties=person,
+                    groups=groups,
+                    group_properties={"company": {"seats": i % 120}},
+                )
+                every.append(time.perf_counter() - started)
+            calls = (await server.stats())["flags_requests"] - before
+        split = ", ".join(f"{k}={v}" for k, v in sorted(variants.items(), key=str))
+        splits.append(split)
+        rows.append(
+            f"  {mode}  get_feature_flag {_percentiles(one)} | get_all_flags "
+            f"{_percentiles(every)} | /flags calls: {calls:,} | variants: {split}"
+        )
+    for row in rows:
+        print(row)
+    same = splits[0] == splits[1]
+    if not same:
+        print("MISMATCH: local and remote evaluation disagree")
+    return same
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ True
 from ._messages import HttpError, Request, Response
 from ._records import RequestRecord
 from ._router import Route, Router
+from ._sample_flags import sample_flag_definitions, sample_person
 from ._server import LocalPostHog, V1ResultsHook
 
 __all__ = [
@@ -20,4 +21,6 @@ __all__ = [
     "Route",
     "Router",
     "V1ResultsHook",
+    "sample_flag_definitions",
+    "sample_person",
 ]

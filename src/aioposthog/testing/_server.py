@@ -98,6 +98,9 @@ class LocalPostHog(FlagsMixin):
         self._register_flags(self._router)
         self._router.add("GET", "/_health", self._health, record=False)
         self._router.add("GET", "/_local/stats", self._local_stats, record=False)
+        self._router.add(
+            "POST", "/_local/flag_definitions", self._load_definitions, record=False
+        )
         self._faults_lock = threading.Lock()
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, float] = {}
@@ -483,6 +486,14 @@ class LocalPostHog(FlagsMixin):
     async def _health(self, request: Request) -> Response:
         return Response.json({"status": "ok"})
 
+    async def _load_definitions(self, request: Request) -> Response:
+        """Load flag definitions into a server running in another process (the demo)."""
+        try:
+            self.set_flag_definitions(request.json())
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, f"bad flag definitions: {exc}") from None
+        return Response.json({"status": "ok", "flags": len(self.flag_definitions["flags"])})
+
     async def _local_stats(self, request: Request) -> Response:
         """Counts for a client in another process (``aioposthog demo``, benchmarks).
 
@@ -492,6 +503,8 @@ class LocalPostHog(FlagsMixin):
             "events": self.event_count,
             "batches": self.batches,
             "requests": len(self.requests),
+            "flags_requests": self.flags_requests,
+            "definitions_requests": self.definitions_requests,
         }
         if request.query.get("unique") in ("1", "true"):
             body["unique_uuids"] = len({event.get("uuid") for event in self.events})
