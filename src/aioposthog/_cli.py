@@ -290,12 +290,9 @@ async def _demo_flags(server: ServerProcess, api_key: str) -> bool:
     print("feature flags: 20 definitions, 500 users, get_feature_flag + get_all_flags each")
     rows = []
     splits = []
-    for mode, options in (
-        ("local ", {"personal_api_key": "phs_aioposthog_demo", "poll_interval": 30.0}),
-        ("remote", {}),
-    ):
-        async with AsyncPostHog(api_key, host=server.url, **options) as posthog:
-            if options:
+    for mode, personal_key in (("local ", "phs_aioposthog_demo"), ("remote", None)):
+        async with AsyncPostHog(api_key, host=server.url, personal_api_key=personal_key) as posthog:
+            if personal_key:
                 await posthog.load_feature_flags()
             before = (await server.stats())["flags_requests"]
             one: list[float] = []
