@@ -5,7 +5,7 @@
 1000
 """
 
-from ._client import AsyncPostHog, ClientState, HealthStatus
+from ._client import AsyncPostHog, HealthStatus
 from ._config import PostHogConfig, RetryPolicy, load_config
 from ._context import (
     PostHogContext,
@@ -30,6 +30,7 @@ from ._exceptions import (
     UsageError,
     translate_error,
 )
+from ._state import ClientState
 from ._stats import DROP_REASONS, ClientStats
 from ._version import __version__
 

@@ -98,9 +98,7 @@ class LocalPostHog(FlagsMixin):
         self._register_flags(self._router)
         self._router.add("GET", "/_health", self._health, record=False)
         self._router.add("GET", "/_local/stats", self._local_stats, record=False)
-        self._router.add(
-            "POST", "/_local/flag_definitions", self._load_definitions, record=False
-        )
+        self._router.add("POST", "/_local/flag_definitions", self._load_definitions, record=False)
         self._faults_lock = threading.Lock()
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, float] = {}
