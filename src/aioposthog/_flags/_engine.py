@@ -10,6 +10,13 @@ Undecided flags are reported, never guessed: :meth:`FlagEngine.evaluate` raises
 :class:`InconclusiveMatch`, :meth:`FlagEngine.evaluate_all` lists them with their reason. The
 caller then asks ``/flags``.
 
+Where the official behaviour surprises (kept on purpose; details in each module): an
+absent property is undecided even for ``is_not_set``; ``None`` reads ``"null"`` for the
+string operators; relative dates ignore their sign; a ``False`` flag still gets the
+``"false"`` payload; a static cohort sends the whole flag to the server; inside a group flag,
+dependencies see the group key as distinct id and the group's properties; negation on a
+nested cohort group is ignored; an invalid regex matches nothing for ``not_regex`` too.
+
 Known departures, all on definitions the PostHog server does not produce: flags whose key
 is not a string are ignored; a non-string variant key (or override) is an evaluation
 error where the official SDK would return that object; non-object ``payloads`` count as
