@@ -21,7 +21,15 @@ from ._capture._encode import to_v1_event
 from ._capture._queue import EventQueue
 from ._config import MAX_EVENT_BYTES, BeforeSend, PostHogConfig
 from ._exceptions import EventValidationError, UsageError
-from ._serialize import UnserializableValueError, encode_event, now_iso, to_utc_iso, uuid7
+from ._serialize import (
+    UnserializableValueError,
+    clean_mapping,
+    encode_event,
+    encode_native,
+    now_iso,
+    to_utc_iso,
+    uuid7,
+)
 from ._state import ClientState
 from ._stats import StatsRecorder
 
@@ -106,11 +114,15 @@ class CaptureMethods:
             raise EventValidationError(
                 "capture() needs a non-empty event name (a str)", event=str(event)
             )
+        # Only what callers supply is walked for non-JSON values (library properties are
+        # native already), so the event is encoded at once, without a second walk.
+        if properties:
+            properties = _native(event, properties, "properties")
         if flags is not None:
             properties = {**flags.event_properties(), **(properties or {})}
         context = _context._current.get()
         if context is not None and context.tags:
-            props = {**self._base_properties, **context.tags}
+            props = {**self._base_properties, **_native(event, context.tags, "properties")}
             if properties:
                 props.update(properties)
             props.update(fixed)
@@ -129,7 +141,7 @@ class CaptureMethods:
         if context is not None and context.session_id and "$session_id" not in props:
             props["$session_id"] = context.session_id
         if groups:
-            props["$groups"] = dict(groups)
+            props["$groups"] = _native(event, groups, "properties.$groups").copy()
         if disable_geoip is not None:
             if disable_geoip:
                 props["$geoip_disable"] = True
@@ -142,7 +154,7 @@ class CaptureMethods:
             "timestamp": now_iso() if timestamp is None else self._timestamp(event, timestamp),
             "uuid": uuid7() if uuid is None else self._uuid(event, uuid),
         }
-        return await self._enqueue(message)
+        return await self._enqueue(message, native=True)
 
     @staticmethod
     def _timestamp(event: str, timestamp: datetime | str) -> str:
@@ -164,7 +176,8 @@ class CaptureMethods:
                 key="uuid",
             ) from None
 
-    async def _enqueue(self, message: dict[str, Any]) -> str | None:
+    async def _enqueue(self, message: dict[str, Any], *, native: bool = False) -> str | None:
+        """Run before_send, encode, check the size, and queue; ``native``: no walk needed."""
         stats = self._stats
         hook = self._before_send
         if hook is not None:
@@ -172,17 +185,14 @@ class CaptureMethods:
             if returned is None:
                 return None
             message = returned
+            native = False  # the hook may have put anything in it
         uuid: str = message["uuid"]
         event: str = message["event"]
+        encode = encode_native if native else encode_event
         try:
-            data = encode_event(to_v1_event(message) if self._v1 else message)
+            data = encode(to_v1_event(message) if self._v1 else message)
         except UnserializableValueError as exc:
-            raise EventValidationError(
-                f"Event {event!r}: the value at {exc.key_path!r} (a {exc.type_name}) cannot be "
-                "serialised to JSON; convert it to a str, number, bool, list or dict",
-                event=event,
-                key=exc.key_path,
-            ) from None
+            raise _unserializable(event, exc) from None
         if len(data) > MAX_EVENT_BYTES:
             key = _largest_property(message)
             raise EventValidationError(
@@ -367,6 +377,22 @@ class CaptureMethods:
         return await self.capture("$exception", distinct_id, props, timestamp=timestamp, uuid=uuid)
 
     # -- flush, stats, health ----------------------------------------------------------------
+
+
+def _native(event: str, values: Mapping[str, Any], path: str) -> dict[str, Any]:
+    try:
+        return clean_mapping(values, path)
+    except UnserializableValueError as exc:
+        raise _unserializable(event, exc) from None
+
+
+def _unserializable(event: str, exc: UnserializableValueError) -> EventValidationError:
+    return EventValidationError(
+        f"Event {event!r}: the value at {exc.key_path!r} (a {exc.type_name}) cannot be "
+        "serialised to JSON; convert it to a str, number, bool, list or dict",
+        event=event,
+        key=exc.key_path,
+    )
 
 
 def _largest_property(message: dict[str, Any]) -> str | None:

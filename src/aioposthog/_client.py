@@ -10,28 +10,31 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 import httpx
 
-from ._cache import FlagCache, process_owner_id
 from ._capture._batcher import Batcher
 from ._capture._queue import EventQueue
 from ._capture._spool import Spool
 from ._capture_methods import CaptureMethods
 from ._config import PostHogConfig
-from ._exceptions import PostHogError, UsageError, translate_error
+from ._exceptions import ConfigError, PostHogError, UsageError, translate_error
 from ._flag_methods import FlagMethods
-from ._flags._service import FlagService
 from ._platform import system_properties
+from ._serialize import UnserializableValueError, clean_mapping
 from ._state import ClientState
 from ._stats import ClientStats, StatsRecorder
 from ._telemetry import register_stats, retire_stats, tracer
 from ._transport import Transport
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._cache import FlagCache
+    from ._flags._service import FlagService
 
 __all__ = ["AsyncPostHog", "ClientState", "HealthStatus"]
 
@@ -123,7 +126,16 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
         self._before_send = config.before_send
         # The properties every event starts from; an event's own properties override them,
         # and $lib/$lib_version are set last so nothing overrides what the library is.
-        self._base_properties: dict[str, Any] = dict(config.super_properties or {})
+        try:
+            self._base_properties = dict(
+                clean_mapping(config.super_properties or {}, "super_properties")
+            )
+        except UnserializableValueError as exc:
+            raise ConfigError(
+                f"super_properties: the value at {exc.key_path!r} (a {exc.type_name}) cannot be "
+                "serialised to JSON",
+                setting="super_properties",
+            ) from None
         self._lib_properties: dict[str, Any] = {
             "$lib": "aioposthog",
             "$lib_version": __version__,
@@ -185,12 +197,8 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
     async def _open(self) -> None:
         config = self.config
         self._transport = Transport(config, transport=self._http_transport)
-        # Each client is its own member of the fleet, even beside others in one process.
-        owner = f"{process_owner_id()}:{id(self):x}"
-        self._cache = FlagCache(config.cache_url, token=config.api_key or "", owner=owner)
-        self._flags = FlagService(
-            config, self._transport, self._report_flag_call, self._spawn, self._cache
-        )
+        if config.personal_api_key:
+            self._flag_service_now()  # its poller starts with the task group
         if config.send:
             self._queue = queue = EventQueue(
                 max_events=config.max_queue_size,
@@ -236,6 +244,22 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
             await self._stop.wait()
             self._task_group = None
             task_group.cancel_scope.cancel()
+
+    def _flag_service_now(self) -> FlagService:
+        """The flags layer, built on first use: a capture-only app never imports aiocache."""
+        if self._flags is None:
+            from ._cache import FlagCache, process_owner_id
+            from ._flags._service import FlagService
+
+            config = self.config
+            assert self._transport is not None
+            # Each client is its own member of the fleet, even beside others in one process.
+            owner = f"{process_owner_id()}:{id(self):x}"
+            self._cache = FlagCache(config.cache_url, token=config.api_key or "", owner=owner)
+            self._flags = FlagService(
+                config, self._transport, self._report_flag_call, self._spawn, self._cache
+            )
+        return self._flags
 
     def _spawn(self, function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``function(*args)`` in the client's task group (dropped once closing)."""

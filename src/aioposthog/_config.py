@@ -36,6 +36,9 @@ __all__ = [
 DEFAULT_HOST = "https://us.i.posthog.com"
 MAX_BATCH_BYTES = 5 * 1024 * 1024
 MAX_EVENT_BYTES = 900 * 1024
+# With overflow="block" the producer waits for the sender, so a queue of a few batches keeps
+# the sender busy; more would only hold memory.
+BLOCK_QUEUE_SIZE = 10_000
 
 # Hosts that serve the app, not ingestion: capture and flags go to the ingestion host.
 _INGESTION_HOSTS = {
@@ -124,7 +127,8 @@ class PostHogConfig(BaseModel):
     flush_interval: float = Field(default=1.0, gt=0, le=3600)
     """...or when its oldest event has waited this many seconds."""
     max_queue_size: int = Field(default=100_000, ge=1)
-    """Most events held in memory before the overflow policy applies."""
+    """Most events held in memory before the overflow policy applies (100,000; 10,000 with
+    ``overflow="block"``, where backpressure makes a large buffer only cost memory)."""
     max_queue_bytes: int = Field(default=128 * 1024 * 1024, ge=MAX_EVENT_BYTES)
     """Most bytes of encoded events held in memory before the overflow policy applies."""
     overflow: Literal["drop_newest", "drop_oldest", "block"] = "drop_newest"
@@ -193,6 +197,17 @@ class PostHogConfig(BaseModel):
         if any(ch.isspace() for ch in value):
             raise ValueError("contains whitespace; copy the key again from PostHog's settings")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block_needs_no_big_queue(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("overflow") == "block"
+            and data.get("max_queue_size") is None
+        ):
+            data = {**data, "max_queue_size": BLOCK_QUEUE_SIZE}
+        return data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> PostHogConfig:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ._config import PostHogConfig, RetryPolicy
 from ._exceptions import PostHogError, UsageError
 from ._flags._remote import error_code
-from ._flags._service import FlagService
 from ._flags._snapshot import EvaluatedFlag, FeatureFlagEvaluations
 from ._transport import Transport
+
+if TYPE_CHECKING:
+    from ._flags._service import FlagService
 
 __all__ = ["FlagMethods"]
 
@@ -38,11 +40,14 @@ class FlagMethods:
     async def _ensure_open(self) -> None:  # provided by AsyncPostHog
         raise NotImplementedError
 
+    def _flag_service_now(self) -> FlagService:  # provided by AsyncPostHog
+        raise NotImplementedError
+
     async def _flag_service(self) -> FlagService | None:
         if self.config.disabled:
             return None
         await self._ensure_open()
-        return self._flags
+        return self._flag_service_now()
 
     async def _one(
         self,

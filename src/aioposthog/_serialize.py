@@ -45,7 +45,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -57,7 +57,9 @@ from pydantic_core import PydanticSerializationError, to_json
 __all__ = [
     "MAX_DEPTH",
     "UnserializableValueError",
+    "clean_mapping",
     "encode_event",
+    "encode_native",
     "now_iso",
     "to_utc_iso",
     "uuid7",
@@ -133,6 +135,31 @@ def encode_event(event: dict[str, Any]) -> bytes:
         # Everything is a native JSON type by now; what is left is a string
         # (value or key) that holds a lone surrogate and so has no UTF-8 form.
         _raise_for_surrogates(cleaned)
+        raise
+
+
+def clean_mapping(values: Mapping[Any, Any], path: str) -> dict[str, Any]:
+    """``values`` with every value made native JSON, as `encode_event` would send it.
+
+    Returns ``values`` itself when it already is (the common case: no copy). ``path`` prefixes
+    the key path of an `UnserializableValueError`, e.g. ``"properties"``. With the parts of
+    an event cleaned this way, `encode_native` encodes it without walking it again.
+    """
+    try:
+        if type(values) is dict:
+            return _clean_dict(values, 1)
+        return _rebuild_dict(values, 1)
+    except _Unserializable as exc:
+        exc.segments.append(path)
+        raise exc.public() from None
+
+
+def encode_native(event: dict[str, Any]) -> bytes:
+    """Encode an event whose values are all native JSON already (see `clean_mapping`)."""
+    try:
+        return to_json(event, inf_nan_mode="null")
+    except PydanticSerializationError:
+        _raise_for_surrogates(event)
         raise
 
 

@@ -286,3 +286,21 @@ async def test_send_false_builds_but_sends_nothing() -> None:
     assert returned is not None
     assert posthog.stats.captured == 1
     assert mock.requests == []
+
+
+async def test_unserialisable_groups_and_tags_name_their_path() -> None:
+    from aioposthog import new_context, tag
+
+    mock = MockPostHog()
+    async with client(mock) as posthog:
+        with pytest.raises(EventValidationError) as info:
+            await posthog.capture("e", "u1", groups={"company": object()})
+        assert info.value.key == "properties.$groups.company"
+        with new_context():
+            tag("broken", object())
+            with pytest.raises(EventValidationError) as tagged:
+                await posthog.capture("e", "u1")
+        assert tagged.value.key == "properties.broken"
+        await posthog.capture("fine", "u1", groups={"company": 42})
+    [event] = mock.events
+    assert event["properties"]["$groups"] == {"company": 42}

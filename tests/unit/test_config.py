@@ -184,3 +184,17 @@ def test_retry_policy_validation() -> None:
     with pytest.raises(ConfigError):
         RetryPolicy(max_attempts=0)
     assert RetryPolicy(base=0.0) == RetryPolicy(base=0.0)  # comparable value
+
+
+def test_block_overflow_gets_a_small_queue_unless_told() -> None:
+    assert PostHogConfig(api_key=KEY, overflow="block").max_queue_size == 10_000
+    assert PostHogConfig(api_key=KEY, overflow="block", max_queue_size=50_000).max_queue_size == (
+        50_000
+    )
+    assert PostHogConfig(api_key=KEY).max_queue_size == 100_000
+
+
+def test_unserialisable_super_properties_fail_at_construction() -> None:
+    with pytest.raises(ConfigError, match="super_properties") as info:
+        AsyncPostHog(KEY, super_properties={"service": object()})
+    assert info.value.setting == "super_properties"

@@ -21,17 +21,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
 
-from .._cache import FlagCache
 from .._config import PostHogConfig, RetryPolicy
 from .._exceptions import APIError, AuthenticationError, PostHogError
 from .._transport import Transport
 from ._compile import compile_definitions
 from ._engine import FlagEngine
+
+if TYPE_CHECKING:
+    from .._cache import FlagCache
 
 __all__ = ["DefinitionsPoller"]
 

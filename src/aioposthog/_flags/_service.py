@@ -18,9 +18,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._cache import FlagCache
 from .._config import PostHogConfig
 from .._exceptions import PostHogError, QuotaLimitedError
 from .._transport import Transport
@@ -31,6 +30,9 @@ from ._poller import DefinitionsPoller
 from ._remote import FlagsError, RemoteFlag, RemoteFlags, error_code, fetch_remote_flags
 from ._result import FlagResult
 from ._snapshot import EvaluatedFlag, FeatureFlagEvaluations
+
+if TYPE_CHECKING:
+    from .._cache import FlagCache
 
 __all__ = ["FlagService", "Report", "Spawn"]
 
