@@ -211,7 +211,12 @@ class CaptureMethods:
             if self._state is not ClientState.OPENED:
                 self._stats.drop("shutdown")
                 return None
-        return uuid if queue.offer(item) else None
+        accepted = queue.offer(item)
+        if len(queue) > queue.high_water:
+            # Past half full, give the sender a turn of the loop on every capture: a burst
+            # that never awaits anything else would otherwise starve it and overflow.
+            await asyncio.sleep(0)
+        return uuid if accepted else None
 
     async def _run_before_send(self, hook: Any, message: dict[str, Any]) -> dict[str, Any] | None:
         try:

@@ -393,3 +393,14 @@ async def test_resource_warning_when_collected_with_unsent_events() -> None:
     assert supervisor is not None and supervisor.done()
     del posthog
     gc.collect()
+
+
+async def test_a_burst_that_never_yields_still_lets_the_sender_drain() -> None:
+    # Past half full, capture() gives the sender a turn of the loop, so a tight loop of
+    # captures with a healthy PostHog loses nothing even with a small queue.
+    mock = MockPostHog()
+    async with client(mock, flush_at=50, max_queue_size=200) as posthog:
+        for i in range(3_000):
+            await posthog.capture("burst", f"u{i}")
+    assert posthog.stats.dropped["queue_full"] == 0
+    assert len(mock.events) == 3_000

@@ -37,6 +37,7 @@ class EventQueue:
         "_stats",
         "_wake",
         "head_seq",
+        "high_water",
         "nbytes",
         "overflow",
         "tail_seq",
@@ -54,6 +55,7 @@ class EventQueue:
     ) -> None:
         self._items: deque[Item] = deque()
         self._max_events = max_events
+        self.high_water = max_events // 2
         self._max_bytes = max_bytes
         self._flush_at = flush_at
         self._stats = stats
