@@ -12,6 +12,10 @@ wrapper call per event would add the same fixed cost to every client and hide th
 The loops are otherwise identical: the same event name, 10 properties built fresh per event,
 one of 1,000 distinct ids, and (when ``yield_every`` is set) ``await asyncio.sleep(0)`` after
 every ``yield_every`` events, which is what a request handler doing other I/O gives its loop.
+
+Feature flags (``start_flags``, ``get_feature_flags``, ``get_all_flags``): the same rule, one
+loop per adapter over a prepared plan of calls, each client through its own API for the same
+question (see README.md, "Feature flags"). ``official_async`` has no local evaluation.
 """
 
 from __future__ import annotations
@@ -20,13 +24,24 @@ import asyncio
 import importlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from _common import API_KEY, EVENT_NAME, USERS, properties
 
-__all__ = ["CLIENTS", "BenchClient", "ClientOptions", "Produced", "make_client"]
+__all__ = [
+    "CLIENTS",
+    "BenchClient",
+    "ClientOptions",
+    "FlagCall",
+    "FlagOptions",
+    "FlagRun",
+    "FlagUser",
+    "NotApplicableError",
+    "Produced",
+    "make_client",
+]
 
 QueueMode = Literal["throughput", "default", "holds_burst"]
 
@@ -41,6 +56,15 @@ OFFICIAL_ASYNC_FLUSH_AT = 1000
 OFFICIAL_ASYNC_WORKERS = 2
 # The official SDKs' default queue length (both clients), used by the "default queue" burst.
 OFFICIAL_DEFAULT_QUEUE = 10_000
+# The key that fetches flag definitions (a feature flags secure key; the sink takes any phs_).
+FLAG_SECURE_KEY = "phs_benchmark_local_only"
+# Flag calls per timed chunk: the deadline is checked, and the loop yielded to, between chunks.
+FLAG_CHUNK = 200
+
+FlagUser = tuple[str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
+"""(distinct id, person properties, groups, group properties): one user of a flags scenario."""
+FlagCall = tuple[str, str, dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]
+"""(flag key, distinct id, person properties, groups, group properties): one flag call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,36 @@ class ClientOptions:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Constructor arguments that replace the chosen ones (``--set 'config={...}'``): how the
     official clients' settings were swept; the runner never sets it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagOptions:
+    """How a flags scenario wants the client configured.
+
+    ``local``: definitions are fetched with a secure key before the measurement and every
+    call passes ``only_evaluate_locally=True``; otherwise no key is given and every call is a
+    remote ``/flags`` evaluation. ``cache_ttl``: aioposthog's ``flag_cache_ttl`` (the official
+    clients have no answer cache to turn on).
+    """
+
+    url: str
+    local: bool
+    cache_ttl: float | None = None
+
+
+@dataclass(slots=True)
+class FlagRun:
+    """What a flags loop did: calls made, values that were None (undecided), values that were
+    on (True or a variant), and, for get_all_flags, how many flag values came back."""
+
+    calls: int = 0
+    undecided: int = 0
+    enabled: int = 0
+    flags: int = 0
+
+
+class NotApplicableError(RuntimeError):
+    """The client cannot do what the scenario asks (AsyncPosthog has no local evaluation)."""
 
 
 @dataclass(slots=True)
@@ -101,6 +155,34 @@ class BenchClient(ABC):
     def stats(self) -> dict[str, Any]:
         """The client's own counters, where it has any."""
         return {}
+
+    # Feature flags. Not abstract: a client without local evaluation raises instead.
+
+    async def start_flags(self, options: FlagOptions) -> None:
+        """Construct and open the client for a flags scenario (definitions loaded if local)."""
+        raise NotApplicableError(f"{self.name} has no feature-flag adapter")
+
+    async def flag_value(self, call: FlagCall) -> Any:
+        """One flag call, untimed: the value (the fixture check and the warm-up use it)."""
+        raise NotApplicableError(f"{self.name} has no feature-flag adapter")
+
+    async def all_flags_value(self, user: FlagUser) -> Any:
+        """One get_all_flags call, untimed: the ``{key: value}`` dict."""
+        raise NotApplicableError(f"{self.name} has no feature-flag adapter")
+
+    async def get_feature_flags(
+        self, plan: Sequence[FlagCall], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        """Calls ``start .. stop - 1`` of ``plan`` (wrapping around), stopping past
+        ``deadline``."""
+        raise NotApplicableError(f"{self.name} has no feature-flag adapter")
+
+    async def get_all_flags(
+        self, users: Sequence[FlagUser], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        """get_all_flags for users ``start .. stop - 1`` (wrapping around), stopping past
+        ``deadline``."""
+        raise NotApplicableError(f"{self.name} has no feature-flag adapter")
 
     @staticmethod
     def version(module: str) -> str:
@@ -172,6 +254,103 @@ class AioPostHogClient(BenchClient):
             "queue_depth": s.queue_depth,
         }
 
+    async def start_flags(self, options: FlagOptions) -> None:
+        from aioposthog import AsyncPostHog
+
+        self.flag_options = options
+        config: dict[str, Any] = {"host": options.url, "send": False}
+        if options.local:
+            config["personal_api_key"] = FLAG_SECURE_KEY
+        if options.cache_ttl:
+            config["flag_cache_ttl"] = options.cache_ttl
+        self.config = config
+        self.client = AsyncPostHog(API_KEY, **config)
+        await self.client.start()
+        if options.local and not await self.client.load_feature_flags():
+            raise RuntimeError("aioposthog did not load the flag definitions")
+
+    async def flag_value(self, call: FlagCall) -> Any:
+        key, distinct_id, person, groups, group_properties = call
+        return await self.client.get_feature_flag(
+            key,
+            distinct_id,
+            groups=groups,
+            person_properties=person,
+            group_properties=group_properties,
+            only_evaluate_locally=self.flag_options.local,
+            send_feature_flag_events=False,
+        )
+
+    async def all_flags_value(self, user: FlagUser) -> Any:
+        distinct_id, person, groups, group_properties = user
+        return await self.client.get_all_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person,
+            group_properties=group_properties,
+            only_evaluate_locally=self.flag_options.local,
+        )
+
+    async def get_feature_flags(
+        self, plan: Sequence[FlagCall], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        get = self.client.get_feature_flag
+        local = self.flag_options.local
+        perf = time.perf_counter
+        out = FlagRun()
+        undecided = enabled = 0
+        for a, b in _spans(len(plan), start, stop):
+            for key, distinct_id, person, groups, group_properties in plan[a:b]:
+                value = await get(
+                    key,
+                    distinct_id,
+                    groups=groups,
+                    person_properties=person,
+                    group_properties=group_properties,
+                    only_evaluate_locally=local,
+                    send_feature_flag_events=False,
+                )
+                if value is None:
+                    undecided += 1
+                elif value is not False:
+                    enabled += 1
+            out.calls += b - a
+            await asyncio.sleep(0)
+            if deadline is not None and perf() >= deadline:
+                break
+        out.undecided, out.enabled = undecided, enabled
+        return out
+
+    async def get_all_flags(
+        self, users: Sequence[FlagUser], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        get_all = self.client.get_all_flags
+        local = self.flag_options.local
+        perf = time.perf_counter
+        out = FlagRun()
+        undecided = enabled = flags = 0
+        for a, b in _spans(len(users), start, stop):
+            for distinct_id, person, groups, group_properties in users[a:b]:
+                values = await get_all(
+                    distinct_id,
+                    groups=groups,
+                    person_properties=person,
+                    group_properties=group_properties,
+                    only_evaluate_locally=local,
+                )
+                flags += len(values)
+                for value in values.values():
+                    if value is None:
+                        undecided += 1
+                    elif value is not False:
+                        enabled += 1
+            out.calls += b - a
+            await asyncio.sleep(0)
+            if deadline is not None and perf() >= deadline:
+                break
+        out.undecided, out.enabled, out.flags = undecided, enabled, flags
+        return out
+
 
 class OfficialClient(BenchClient):
     """The official threaded `Posthog`: consumer threads post batches with `requests`."""
@@ -217,6 +396,117 @@ class OfficialClient(BenchClient):
         # monitor (or anything else on the loop) keeps running, as it would in an app.
         await asyncio.to_thread(self.client.flush, timeout)
 
+    async def start_flags(self, options: FlagOptions) -> None:
+        posthog: Any = importlib.import_module("posthog")
+        self.flag_options = options
+        config: dict[str, Any] = {
+            "host": options.url,
+            "send": False,
+            "enable_exception_autocapture": False,
+        }
+        if options.local:
+            # `secret_key`: 7.91.1's name for the key (`personal_api_key` is its deprecated
+            # alias). The poller it starts refreshes every 30 s, longer than a run.
+            config["secret_key"] = FLAG_SECURE_KEY
+        else:
+            config["enable_local_evaluation"] = False
+        self.config = config
+        self.client = posthog.Posthog(API_KEY, **config)
+        if options.local:
+            # Blocking (requests), before the clock starts; the sink is another process.
+            self.client.load_feature_flags()
+            if not self.client.feature_flags:
+                raise RuntimeError("the official client did not load the flag definitions")
+
+    async def flag_value(self, call: FlagCall) -> Any:
+        key, distinct_id, person, groups, group_properties = call
+        result = self.client.get_feature_flag_result(
+            key,
+            distinct_id,
+            groups=groups,
+            person_properties=person,
+            group_properties=group_properties,
+            only_evaluate_locally=self.flag_options.local,
+            send_feature_flag_events=False,
+        )
+        return None if result is None else result.get_value()
+
+    async def all_flags_value(self, user: FlagUser) -> Any:
+        distinct_id, person, groups, group_properties = user
+        return self.client.get_all_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person,
+            group_properties=group_properties,
+            only_evaluate_locally=self.flag_options.local,
+        )
+
+    async def get_feature_flags(
+        self, plan: Sequence[FlagCall], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        # get_feature_flag_result, not get_feature_flag: the same evaluation without the
+        # DeprecationWarning that 7.91.1's get_feature_flag issues on every call. A blocking
+        # call made on the loop, as an async app calling it directly would (its fastest way).
+        get = self.client.get_feature_flag_result
+        local = self.flag_options.local
+        perf = time.perf_counter
+        out = FlagRun()
+        undecided = enabled = 0
+        for a, b in _spans(len(plan), start, stop):
+            for key, distinct_id, person, groups, group_properties in plan[a:b]:
+                result = get(
+                    key,
+                    distinct_id,
+                    groups=groups,
+                    person_properties=person,
+                    group_properties=group_properties,
+                    only_evaluate_locally=local,
+                    send_feature_flag_events=False,
+                )
+                value = None if result is None else result.get_value()
+                if value is None:
+                    undecided += 1
+                elif value is not False:
+                    enabled += 1
+            out.calls += b - a
+            await asyncio.sleep(0)
+            if deadline is not None and perf() >= deadline:
+                break
+        out.undecided, out.enabled = undecided, enabled
+        return out
+
+    async def get_all_flags(
+        self, users: Sequence[FlagUser], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        get_all = self.client.get_all_flags
+        local = self.flag_options.local
+        perf = time.perf_counter
+        out = FlagRun()
+        undecided = enabled = flags = 0
+        for a, b in _spans(len(users), start, stop):
+            for distinct_id, person, groups, group_properties in users[a:b]:
+                values = get_all(
+                    distinct_id,
+                    groups=groups,
+                    person_properties=person,
+                    group_properties=group_properties,
+                    only_evaluate_locally=local,
+                )
+                if values is None:
+                    continue
+                flags += len(values)
+                for value in values.values():
+                    if value is None:
+                        undecided += 1
+                    elif value is not False:
+                        enabled += 1
+            out.calls += b - a
+            await asyncio.sleep(0)
+            if deadline is not None and perf() >= deadline:
+                break
+        out.undecided, out.enabled, out.flags = undecided, enabled, flags
+        return out
+
 
 class OfficialAsyncClient(OfficialClient):
     """The official `AsyncPosthog`: asyncio consumer tasks post batches with httpx."""
@@ -238,6 +528,60 @@ class OfficialAsyncClient(OfficialClient):
 
     async def flush(self, timeout: float) -> None:
         await self.client.flush(timeout_seconds=timeout)
+
+    async def start_flags(self, options: FlagOptions) -> None:
+        if options.local:
+            # 7.91.1's AsyncPosthog has no definitions poller and no local engine: its
+            # evaluate_flags always posts to /flags ("This client does not evaluate flags
+            # locally"). Measuring remote calls as local evaluations would be meaningless.
+            raise NotApplicableError("AsyncPosthog has no local flag evaluation")
+        posthog: Any = importlib.import_module("posthog")
+        self.flag_options = options
+        self.config = {"host": options.url, "send": False}
+        self.client = posthog.AsyncPosthog(API_KEY, **self.config)
+        await self.client.__aenter__()
+
+    async def flag_value(self, call: FlagCall) -> Any:
+        key, distinct_id, person, groups, group_properties = call
+        flags = await self.client.evaluate_flags(
+            distinct_id,
+            groups=groups,
+            person_properties=person,
+            group_properties=group_properties,
+            flag_keys=[key],
+        )
+        return flags.get_flag(key, send_feature_flag_events=False)
+
+    async def get_feature_flags(
+        self, plan: Sequence[FlagCall], start: int, stop: int, deadline: float | None
+    ) -> FlagRun:
+        # AsyncPosthog's only flag API is evaluate_flags (a remote snapshot): one flag per
+        # call (`flag_keys=[key]`, as the other clients' single-flag calls ask /flags for),
+        # read without a $feature_flag_called event.
+        evaluate = self.client.evaluate_flags
+        perf = time.perf_counter
+        out = FlagRun()
+        undecided = enabled = 0
+        for a, b in _spans(len(plan), start, stop):
+            for key, distinct_id, person, groups, group_properties in plan[a:b]:
+                flags = await evaluate(
+                    distinct_id,
+                    groups=groups,
+                    person_properties=person,
+                    group_properties=group_properties,
+                    flag_keys=[key],
+                )
+                value = flags.get_flag(key, send_feature_flag_events=False)
+                if value is None:
+                    undecided += 1
+                elif value is not False:
+                    enabled += 1
+            out.calls += b - a
+            await asyncio.sleep(0)
+            if deadline is not None and perf() >= deadline:
+                break
+        out.undecided, out.enabled = undecided, enabled
+        return out
 
 
 async def _produce_sync(
@@ -261,6 +605,17 @@ async def _produce_sync(
         if deadline is not None and perf() >= deadline:
             break
     return out
+
+
+def _spans(length: int, start: int, stop: int) -> Iterator[tuple[int, int]]:
+    """Slices ``[a, b)`` of a plan of ``length`` calls covering calls ``start .. stop - 1``
+    (call ``j`` is ``plan[j % length]``), at most `FLAG_CHUNK` calls each."""
+    j = start
+    while j < stop:
+        a = j % length
+        b = min(length, a + FLAG_CHUNK, a + (stop - j))
+        yield a, b
+        j += b - a
 
 
 def _step(start: int, stop: int, yield_every: int, deadline: float | None) -> int:

@@ -81,9 +81,11 @@ def sink_get(url: str, path: str, timeout: float = 30.0) -> dict[str, Any]:
         return result
 
 
-def sink_post(url: str, path: str, timeout: float = 30.0) -> dict[str, Any]:
-    """POST an empty body to a sink control route and return its JSON answer."""
-    request = urllib.request.Request(url + path, data=b"", method="POST")
+def sink_post(url: str, path: str, timeout: float = 30.0, payload: Any = None) -> dict[str, Any]:
+    """POST to a sink control route (an empty body, or ``payload`` as JSON); its JSON answer."""
+    data = b"" if payload is None else json.dumps(payload).encode()
+    headers = {} if payload is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(url + path, data=data, headers=headers, method="POST")
     with _NO_PROXY.open(request, timeout=timeout) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result

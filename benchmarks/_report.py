@@ -11,7 +11,7 @@ from typing import Any
 
 from _scenarios import CLIENT_LABELS, REFERENCE, SCENARIOS, Metric, Scenario, Stat, Verdict
 
-__all__ = ["Row", "Summary", "write_chart", "write_json", "write_markdown"]
+__all__ = ["Row", "Summary", "not_applicable", "write_chart", "write_json", "write_markdown"]
 
 _COLORS = {
     "aioposthog": "#1f77b4",
@@ -148,6 +148,15 @@ def _met(verdict: Verdict) -> str:
     return {True: "✅ yes", False: "❌ no", None: "n/a"}[verdict.met]
 
 
+def not_applicable(summary: Summary) -> list[dict[str, str]]:
+    """The clients the run's scenarios cannot measure, with the reason."""
+    return [
+        {"scenario": scenario.name, "client": client, "reason": reason}
+        for scenario in summary.scenarios
+        for client, reason in scenario.not_applicable.items()
+    ]
+
+
 # -- outputs ------------------------------------------------------------------------------------
 
 
@@ -183,6 +192,7 @@ def write_json(path: Path, summary: Summary, meta: dict[str, Any]) -> None:
             }
             for t in summary.targets
         ],
+        "not_applicable": not_applicable(summary),
         "runs": summary.runs,
     }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
@@ -207,7 +217,8 @@ def markdown(summary: Summary, meta: dict[str, Any]) -> str:
         "| scenario | metric | client | median | min | max | ratio vs official | target | met? |",
         "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
-    for row in summary.rows:
+    last_row = {row.scenario.name: index for index, row in enumerate(summary.rows)}
+    for index, row in enumerate(summary.rows):
         targets = summary.targets_for(row.scenario.name, row.metric.key, row.client)
         failed = f" ({row.failures} failed)" if row.failures else ""
         lines.append(
@@ -227,6 +238,19 @@ def markdown(summary: Summary, meta: dict[str, Any]) -> str:
             )
             + " |"
         )
+        if last_row[row.scenario.name] == index:
+            for client in row.scenario.not_applicable:
+                label = CLIENT_LABELS.get(client, client)
+                lines.append(f"| {row.scenario.name} | (all) | {label} | n/a¹ | | | | | |")
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for item in not_applicable(summary):
+        skipped.setdefault((item["client"], item["reason"]), []).append(item["scenario"])
+    if skipped:
+        lines += ["", "¹ Not measured, by design:"]
+        lines += [
+            f"- {CLIENT_LABELS.get(client, client)} in {', '.join(names)}: {reason}"
+            for (client, reason), names in skipped.items()
+        ]
     lines += ["", "## Targets", "", "| scenario | target | met? | figures |", "|---|---|---|---|"]
     for t in summary.targets:
         label = next(m.label for m in SCENARIOS[t.scenario].metrics if m.key == t.metric)

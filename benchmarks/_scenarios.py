@@ -1,8 +1,8 @@
 """The scenario registry: what each scenario runs, measures, and is judged against.
 
-A scenario names a worker *workload* (``capture``, ``deliver``, ``ceiling``; see _worker.py)
-and its parameters, the metrics it reports, the clients it runs, and its targets. Adding one
-(the feature-flag scenarios, when the flags API lands) means adding a workload function to
+A scenario names a worker *workload* (``capture``, ``deliver``, ``ceiling``, ``flags``; see
+_worker.py) and its parameters, the metrics it reports, the clients it runs (and those it
+cannot, with the reason), and its targets. Adding one means adding a workload function to
 the worker if none fits, and one `register(Scenario(...))` call here; the runner, the report
 and the chart pick it up from the registry.
 
@@ -39,7 +39,7 @@ CLIENT_LABELS = {
     "raw": "raw sender (sink ceiling)",
 }
 
-Workload = Literal["capture", "deliver", "ceiling"]
+Workload = Literal["capture", "deliver", "ceiling", "flags"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,8 @@ class Scenario:
     timeout: float = 180.0
     """Seconds before the runner kills a worker of this scenario (scaled by --timeout-scale)."""
     targets: tuple[Target, ...] = ()
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
+    """Clients that cannot run this scenario, with the reason (listed as "n/a" in the report)."""
 
     def params_for(self, quick: bool) -> dict[str, Any]:
         """The worker parameters, with the quick overrides applied when asked."""
@@ -163,6 +165,15 @@ LAG_OWN_P99 = Metric("lag_own_p99_ms", "loop lag p99, own CPU only", "ms", "lowe
 SINK_RATE = Metric("events_per_s", "sink ceiling", "events/s", "higher", 0)
 ATTEMPTED = Metric("events", "events captured", "events", "higher", 0, chart=False)
 """Where production is time-limited (bursts, loop lag): how far each client got."""
+FLAG_EVALS = Metric("calls_per_s", "get_feature_flag, local", "evals/s", "higher", 0)
+FLAG_EVAL_US = Metric("us_per_call", "time per evaluation", "µs", "lower", 2, chart=False)
+ALL_FLAGS_USERS = Metric("calls_per_s", "get_all_flags, local", "users/s", "higher", 0)
+ALL_FLAGS_FLAGS = Metric("flags_per_s", "flags evaluated", "flags/s", "higher", 0, chart=False)
+ALL_FLAGS_US = Metric("us_per_call", "time per get_all_flags", "µs", "lower", 1, chart=False)
+REMOTE_CALLS = Metric("calls_per_s", "get_feature_flag, remote", "calls/s", "higher", 0)
+FLAGS_REQUESTS = Metric("flags_requests", "/flags requests at the sink", "requests", "lower", 0)
+UNDECIDED = Metric("undecided", "values None (undecided)", "values", "lower", 0, chart=False)
+"""Local runs: flags the client could not decide locally (0 expected: all 20 are decidable)."""
 
 
 # -- target checks -----------------------------------------------------------------------------
@@ -195,6 +206,26 @@ def at_most_fraction_of(scenario: str, metric: str, peer: str, fraction: float) 
         )
 
     return Target(metric, f"<= {_fraction(fraction)} x {CLIENT_LABELS[peer]}", check)
+
+
+def at_least_times(scenario: str, metric: str, peer: str, factor: float) -> Target:
+    """aioposthog's median is at least ``factor`` times ``peer``'s median (higher is better)."""
+
+    def check(figures: Figures) -> Verdict:
+        ours = figures.get(scenario, "aioposthog", metric)
+        theirs = figures.get(scenario, peer, metric)
+        if ours is None or theirs is None:
+            return Verdict(None, f"not judged: {peer} or aioposthog did not run")
+        need = theirs.median * factor
+        ratio = ours.median / theirs.median if theirs.median else float("inf")
+        return Verdict(
+            ours.median >= need,
+            f"{_fmt(ours.median)} vs {_fmt(need)} ({factor:g} x {CLIENT_LABELS[peer]}); "
+            f"ratio {ratio:.1f}x",
+            need,
+        )
+
+    return Target(metric, f">= {factor:g} x {CLIENT_LABELS[peer]}", check)
 
 
 def throughput_targets(scenario: str, ceiling: str, peers_from: str) -> tuple[Target, ...]:
@@ -470,5 +501,136 @@ register(
         metrics=(LAG_P99, LAG_P50, LAG_OWN_P99, ATTEMPTED),
         timeout=120,
         targets=(lag_target(),),
+    )
+)
+
+# -- feature flags -----------------------------------------------------------------------------
+
+_FLAG_SETUP = (
+    "The 20 definitions of `aioposthog.testing.sample_flag_definitions()` (rollouts, person "
+    "filters with every common operator, multivariate flags with payloads, a nested cohort, "
+    "group flags, a flag dependency, an inactive flag, a kill switch), all decidable locally "
+    "for `sample_person(i)` with `groups={'company': f'company-{i % 50}'}` and "
+    "`group_properties={'company': {'seats': i % 120}}`."
+)
+_NO_LOCAL_ASYNC = (
+    "AsyncPosthog (posthog 7.91.1) has no local evaluation: no definitions poller, and "
+    "evaluate_flags (its only flag API) always posts to /flags; remote calls are not local "
+    "evaluations, so it is not measured here (see flags_remote)."
+)
+_LOCAL_CLIENTS = ("aioposthog", "official")
+
+register(
+    Scenario(
+        name="flags_local_get_feature_flag",
+        title="Local flag evaluation: get_feature_flag",
+        description=(
+            _FLAG_SETUP + " Definitions loaded before the clock starts; then "
+            "get_feature_flag(key, distinct_id, person_properties, groups, group_properties, "
+            "only_evaluate_locally=True, no $feature_flag_called event) for each of the 20 keys "
+            "per user, over 10,000 users, for 4 s. The official Posthog client: "
+            "get_feature_flag_result (the same evaluation without get_feature_flag's "
+            "per-call DeprecationWarning)."
+        ),
+        workload="flags",
+        params={
+            "api": "get_feature_flag",
+            "local": True,
+            "users": 10_000,
+            "per_user": True,
+            "verify_users": 100,
+            "duration": 4.0,
+        },
+        quick={"users": 2_000, "duration": 1.0, "verify_users": 20},
+        metrics=(FLAG_EVALS, FLAG_EVAL_US, UNDECIDED),
+        clients=_LOCAL_CLIENTS,
+        timeout=90,
+        targets=(at_least_times("flags_local_get_feature_flag", "calls_per_s", "official", 5),),
+        not_applicable={"official_async": _NO_LOCAL_ASYNC},
+    )
+)
+
+register(
+    Scenario(
+        name="flags_local_get_all_flags",
+        title="Local flag evaluation: get_all_flags",
+        description=(
+            _FLAG_SETUP + " get_all_flags(distinct_id, ..., only_evaluate_locally=True) per "
+            "user, over 10,000 users, for 4 s: users/s, and flags/s (users/s x 20)."
+        ),
+        workload="flags",
+        params={
+            "api": "get_all_flags",
+            "local": True,
+            "users": 10_000,
+            "verify_users": 100,
+            "duration": 4.0,
+        },
+        quick={"users": 2_000, "duration": 1.0, "verify_users": 20},
+        metrics=(ALL_FLAGS_USERS, ALL_FLAGS_FLAGS, ALL_FLAGS_US, UNDECIDED),
+        clients=_LOCAL_CLIENTS,
+        timeout=90,
+        targets=(at_least_times("flags_local_get_all_flags", "calls_per_s", "official", 5),),
+        not_applicable={"official_async": _NO_LOCAL_ASYNC},
+    )
+)
+
+_REMOTE_NOTE = (
+    "Remote evaluation: no secure key, so every flag read is a POST /flags?v=2 for that one "
+    "key, made one after another (each call awaited before the next), with the same person, "
+    "group and group properties as the local scenarios. The official Posthog client: "
+    "get_feature_flag_result, a blocking call; AsyncPosthog: evaluate_flags(flag_keys=[key]) "
+    "then get_flag(key). Neither official client caches /flags answers. "
+    "`/flags requests` is what the sink counted."
+)
+
+register(
+    Scenario(
+        name="flags_remote",
+        title="Remote flag calls, cache off",
+        description=(
+            _REMOTE_NOTE + " Cache off: 2,000 calls, each for a different user (keys "
+            "round-robin), so nothing can be reused or coalesced: one request per call."
+        ),
+        workload="flags",
+        params={
+            "api": "get_feature_flag",
+            "local": False,
+            "users": 2_000,
+            "per_user": False,
+            "calls": 2_000,
+            "verify_users": 2,
+            "duration": 6.0,
+        },
+        quick={"users": 300, "calls": 300},
+        metrics=(REMOTE_CALLS, FLAGS_REQUESTS),
+        timeout=90,
+    )
+)
+
+register(
+    Scenario(
+        name="flags_remote_cached",
+        title="Remote flag calls, aioposthog's answer cache on",
+        description=(
+            _REMOTE_NOTE + " Repeated users: 2,000 calls over 200 users (user j % 200, key "
+            "j % 20: 200 distinct questions, each asked 10 times). aioposthog with "
+            "flag_cache_ttl=60 asks /flags once per distinct question; the official clients "
+            "have no such cache and ask every time."
+        ),
+        workload="flags",
+        params={
+            "api": "get_feature_flag",
+            "local": False,
+            "users": 200,
+            "per_user": False,
+            "calls": 2_000,
+            "cache_ttl": 60.0,
+            "verify_users": 2,
+            "duration": 6.0,
+        },
+        quick={"users": 20, "calls": 200},
+        metrics=(REMOTE_CALLS, FLAGS_REQUESTS),
+        timeout=90,
     )
 )

@@ -10,8 +10,13 @@ Routes added to LocalPostHog's own (capture endpoints and ``GET /_local/stats``)
 - ``GET /_bench/cpu``: the sink process's CPU seconds and a monotonic clock, so a worker can
   report the sink's CPU share over its measured window (a share near 100% of one core means
   the sink, not the client, set the pace).
-- ``POST /_bench/reset?delay=SECONDS``: forget received events and set the per-request delay
-  (the slow-sink scenario uses 0.05).
+- ``POST /_bench/reset?delay=SECONDS``: forget received events and requests (so
+  ``flags_requests`` in ``/_local/stats`` counts from zero), forget flag definitions, and set
+  the per-request delay (the slow-sink scenario uses 0.05).
+- ``GET /_bench/flag_fixture?users=N``: the feature-flag scenarios' fixture, so that a worker
+  gets it without importing aioposthog (a worker imports only its own client):
+  ``{"definitions": sample_flag_definitions(), "persons": [sample_person(i) for i < N]}``. The
+  worker loads the definitions with LocalPostHog's own ``POST /_local/flag_definitions``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from types import FrameType
 
 import _common  # noqa: F401  (puts this checkout's src first on sys.path)
 
-from aioposthog.testing import LocalPostHog, Request, Response
+from aioposthog.testing import (
+    LocalPostHog,
+    Request,
+    Response,
+    sample_flag_definitions,
+    sample_person,
+)
+
+_MAX_FIXTURE_USERS = 100_000
 
 
 def main() -> int:
@@ -50,10 +63,22 @@ def main() -> int:
         server.clear()
         server.reset_faults()
         server.set_delay(delay)
+        server.clear_flag_definitions()
+        server.reset_flag_state()
         return Response.json({"ok": True, "delay": delay})
+
+    async def flag_fixture(request: Request) -> Response:
+        users = min(_MAX_FIXTURE_USERS, max(0, int(request.query.get("users", "0") or 0)))
+        return Response.json(
+            {
+                "definitions": sample_flag_definitions(),
+                "persons": [sample_person(i) for i in range(users)],
+            }
+        )
 
     server.add_route("GET", "/_bench/cpu", cpu, record=False)
     server.add_route("POST", "/_bench/reset", reset, record=False)
+    server.add_route("GET", "/_bench/flag_fixture", flag_fixture, record=False)
 
     stop = threading.Event()
 

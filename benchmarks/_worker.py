@@ -12,6 +12,8 @@ Workloads:
 - ``deliver``: N events (or as many as fit in ``duration`` seconds) from the first capture
   until the sink has them all: events/s, lost, peak RSS, and optionally event-loop lag.
 - ``ceiling``: a raw sender posting one pre-built batch as fast as the sink accepts it.
+- ``flags``: feature-flag calls per second (``get_feature_flag`` or ``get_all_flags``), local
+  evaluation over loaded definitions or remote ``/flags`` calls, over many users.
 
 Every result carries the sink's CPU share, this process's CPU share and the CPU used by other
 processes on the machine over the measured window, so a noisy run can be told apart.
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import gzip as gzip_module
+import hashlib
 import json
 import os
 import re
@@ -35,10 +38,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-from _common import API_KEY, EVENT_NAME, USERS, child_env, properties, sink_get
+from _common import API_KEY, EVENT_NAME, USERS, child_env, properties, sink_get, sink_post
+
+if TYPE_CHECKING:
+    from _clients import FlagCall, FlagUser
 
 # -- guard: loopback only ---------------------------------------------------------------------
 
@@ -410,10 +416,121 @@ async def workload_ceiling(client_name: str, url: str | None, p: dict[str, Any])
     }
 
 
+def _flag_user(index: int, distinct_id: str, persons: list[dict[str, Any]]) -> FlagUser:
+    """User ``index``: ``sample_person(index)``, one of 50 companies with a seat count."""
+    return (
+        distinct_id,
+        persons[index],
+        {"company": f"company-{index % 50}"},
+        {"company": {"seats": index % 120}},
+    )
+
+
+def _flag_plan(
+    users: list[FlagUser], keys: list[str], per_user: bool, calls: int
+) -> list[FlagCall]:
+    """The calls, in order: every key for one user before the next user (``per_user``, what a
+    request checking each flag does), or users and keys both round-robin (call ``j``: user
+    ``j % len(users)``, key ``j % len(keys)``)."""
+    k, u = len(keys), len(users)
+    if per_user:
+        return [(keys[j % k], *users[j // k]) for j in range(u * k)]
+    return [(keys[j % k], *users[j % u]) for j in range(calls)]
+
+
+def _digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def _sink_stats(url: str) -> dict[str, Any]:
+    return await asyncio.to_thread(sink_get, url, "/_local/stats", 10.0)
+
+
+async def workload_flags(client_name: str, url: str | None, p: dict[str, Any]) -> dict[str, Any]:
+    """Flag calls per second, local (definitions loaded, `only_evaluate_locally`) or remote.
+
+    Before the clock starts: the sink serves the sample definitions; the client is built (and
+    loads them when local); ``verify_users`` users that are not among the measured ones are
+    evaluated untimed (the warm-up, and a digest of the values, so clients can be checked to
+    agree). Then calls run until ``calls`` are made or ``duration`` seconds pass.
+    """
+    from _clients import ClientOptions, FlagOptions, make_client
+
+    if url is None:
+        raise ValueError("flags needs a sink")
+    api, local = str(p["api"]), bool(p["local"])
+    n_users, n_verify = int(p["users"]), int(p["verify_users"])
+    fixture = await asyncio.to_thread(
+        sink_get, url, f"/_bench/flag_fixture?users={n_users + n_verify}", 60.0
+    )
+    definitions, persons = fixture["definitions"], fixture["persons"]
+    await asyncio.to_thread(sink_post, url, "/_local/flag_definitions", 30.0, definitions)
+    keys = [str(flag["key"]) for flag in definitions["flags"]]
+    users = [_flag_user(i, f"user-{i}", persons) for i in range(n_users)]
+    verify = [_flag_user(n_users + i, f"verify-{i}", persons) for i in range(n_verify)]
+
+    client = make_client(client_name, ClientOptions(url=url, events=0, send=False))
+    await client.start_flags(FlagOptions(url=url, local=local, cache_ttl=p.get("cache_ttl")))
+    calls = int(p.get("calls") or 0)
+    stop = calls or 1 << 62  # time-bounded when `calls` is not set
+    plan: list[FlagCall] = []
+    if api == "get_feature_flag":
+        plan = _flag_plan(users, keys, bool(p.get("per_user", True)), calls)
+        checked = [await client.flag_value(call) for call in _flag_plan(verify, keys, True, 0)]
+    elif api == "get_all_flags":
+        checked = [await client.all_flags_value(user) for user in verify]
+    else:
+        raise ValueError(f"unknown flags api {api!r}")
+
+    before = await _sink_stats(url)
+    window = Window(url)
+    await window.open()
+    deadline = window.wall + float(p["duration"])
+    if api == "get_feature_flag":
+        run = await client.get_feature_flags(plan, 0, stop, deadline)
+    else:
+        run = await client.get_all_flags(users, 0, stop, deadline)
+    elapsed = time.perf_counter() - window.wall
+    measured = await window.close()
+    after = await _sink_stats(url)
+
+    per_s = run.calls / elapsed if elapsed > 0 else None
+    distinct = len(plan) if api == "get_feature_flag" else n_users
+    result: dict[str, Any] = {
+        "config": client.config,
+        "api": api,
+        "local": local,
+        "definitions": len(keys),
+        "calls": run.calls,
+        "elapsed_s": elapsed,
+        "calls_per_s": per_s,
+        "us_per_call": elapsed / run.calls * 1e6 if run.calls else None,
+        # More calls than distinct (user, flag) pairs or users: the plan was cycled.
+        "plan_cycles": run.calls / max(1, distinct),
+        "undecided": run.undecided,
+        "enabled": run.enabled,
+        "flags_requests": int(after["flags_requests"]) - int(before["flags_requests"]),
+        "definitions_requests": int(after["definitions_requests"]),
+        "verify_calls": len(checked),
+        "verify_undecided": sum(1 for v in checked if v is None)
+        if api == "get_feature_flag"
+        else sum(1 for d in checked for v in (d or {}).values() if v is None),
+        "values_digest": _digest(checked),
+        "peak_rss_mb": peak_rss_mb(),
+        **measured,
+    }
+    if api == "get_all_flags":
+        result["flags_returned"] = run.flags
+        # Every call evaluates all the definitions: flags/s is users/s times their number.
+        result["flags_per_s"] = per_s * len(keys) if per_s is not None else None
+    return result
+
+
 WORKLOADS: dict[str, Callable[[str, str | None, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "capture": workload_capture,
     "deliver": workload_deliver,
     "ceiling": workload_ceiling,
+    "flags": workload_flags,
 }
 
 

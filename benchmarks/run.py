@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from _common import BENCH_DIR, REPO_DIR, SRC_DIR, child_env, sink_get, sink_post
-from _report import Summary, fmt_ratio, fmt_value, write_chart, write_json, write_markdown
+from _report import (
+    Summary,
+    fmt_ratio,
+    fmt_value,
+    not_applicable,
+    write_chart,
+    write_json,
+    write_markdown,
+)
 from _scenarios import CLIENT_LABELS, SCENARIOS, Scenario
 
 _SINK_START_TIMEOUT = 30.0
@@ -139,7 +147,7 @@ def run_worker(
 def _progress(rep: int, reps: int, run: dict[str, Any]) -> str:
     scenario = SCENARIOS[run["scenario"]]
     label = CLIENT_LABELS.get(run["client"], run["client"])
-    head = f"[{rep}/{reps}] {run['scenario']:<22} {label:<26}"
+    head = f"[{rep}/{reps}] {run['scenario']:<28} {label:<26}"
     if not run.get("ok"):
         return f"{head} FAILED: {run.get('error')}"
     figures = []
@@ -164,6 +172,37 @@ def select_scenarios(spec: str | None) -> list[Scenario]:
             raise SystemExit(f"no scenario matches {part!r}; see --list")
         chosen += [s for s in matches if s not in chosen]
     return [s for s in SCENARIOS.values() if s in chosen]  # registry order
+
+
+def _agreement_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """Whether the clients returned the same flag values (the flags workload's check calls).
+
+    Every flags run evaluates the same check users before its clock starts and reports a
+    digest of the values; rates are only comparable when every client gave the same answers.
+    """
+    digests: dict[str, dict[str, set[str]]] = {}
+    for run in runs:
+        digest = run.get("values_digest")
+        if run.get("ok") and isinstance(digest, str):
+            digests.setdefault(run["scenario"], {}).setdefault(run["client"], set()).add(digest)
+    agreed, notes = [], []
+    for scenario, by_client in digests.items():
+        seen = set().union(*by_client.values())
+        if len(seen) > 1:
+            detail = "; ".join(f"{c}: {', '.join(sorted(d))}" for c, d in by_client.items())
+            notes.append(
+                f"{scenario}: the clients returned DIFFERENT flag values for the check users "
+                f"({detail}): its rates compare different answers."
+            )
+        elif len(by_client) > 1:
+            agreed.append(scenario)
+    if agreed:
+        notes.insert(
+            0,
+            "Flag values: every client returned the same values for the untimed check users "
+            f"in {', '.join(agreed)} (digest of the values, in results.json).",
+        )
+    return notes
 
 
 def _versions() -> dict[str, str]:
@@ -218,7 +257,8 @@ def main() -> int:
 
     if args.list:
         for s in SCENARIOS.values():
-            print(f"{s.name:<22} {s.title}  [{', '.join(s.clients)}]")
+            na = f"; n/a: {', '.join(s.not_applicable)}" if s.not_applicable else ""
+            print(f"{s.name:<28} {s.title}  [{', '.join(s.clients)}{na}]")
         return 0
     scenarios = select_scenarios(args.scenarios)
     wanted = set(args.clients.split(",")) if args.clients else None
@@ -293,6 +333,7 @@ def main() -> int:
         "Non-loopback connections or lookups attempted by the clients: "
         + (", ".join(blocked) + " (refused)" if blocked else "none.")
     )
+    notes += _agreement_notes(runs)
     if meta["git"].get("src_dirty") == "yes" and (REPO_DIR / "src").resolve() == SRC_DIR:
         notes.append("src/ had uncommitted changes when this ran.")
     if (REPO_DIR / "src").resolve() != SRC_DIR:
@@ -312,10 +353,12 @@ def main() -> int:
             for t in verdicts
         )
         print(
-            f"{row.scenario.name:<22} {row.metric.label:<27} {row.client:<15} "
+            f"{row.scenario.name:<28} {row.metric.label:<27} {row.client:<15} "
             f"{fmt_value(row.stat.median, row.metric):>12} {row.metric.unit:<9} "
             f"{fmt_ratio(row.ratio):>7}  {marks}"
         )
+    for item in not_applicable(summary):
+        print(f"{item['scenario']:<28} {'(all)':<27} {item['client']:<15} {'n/a':>12}")
     print(f"\ntotal {meta['total_s']:.0f} s; results in {out}/", file=sys.stderr)
     return 0 if all(r.get("ok") for r in runs) else 1
 
