@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Collection, Mapping
@@ -10,8 +11,10 @@ from urllib.parse import quote
 
 from ._config import PostHogConfig, RetryPolicy
 from ._exceptions import PostHogError, UsageError
+from ._flags._errors import InconclusiveMatch
 from ._flags._remote import error_code
 from ._flags._snapshot import EvaluatedFlag, FeatureFlagEvaluations
+from ._state import ClientState
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ class FlagMethods:
     config: PostHogConfig
     _flags: FlagService | None
     _transport: Transport | None
+    _state: ClientState
+    _loop: asyncio.AbstractEventLoop | None
 
     async def _ensure_open(self) -> None:  # provided by AsyncPostHog
         raise NotImplementedError
@@ -44,10 +49,52 @@ class FlagMethods:
         raise NotImplementedError
 
     async def _flag_service(self) -> FlagService | None:
+        flags = self._flags
+        if (
+            flags is not None
+            and self._state is ClientState.OPENED
+            and asyncio.get_running_loop() is self._loop
+        ):
+            return flags  # the common case, with no await
         if self.config.disabled:
             return None
         await self._ensure_open()
         return self._flag_service_now()
+
+    def _local(
+        self,
+        key: str,
+        distinct_id: Any,
+        groups: Mapping[str, Any] | None,
+        person_properties: Mapping[str, Any] | None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None,
+        device_id: str | None,
+    ) -> EvaluatedFlag | None:
+        """The flag decided by the local engine, or None (not loaded, or undecidable here).
+
+        The fast path of every single-flag read: a plain call, no await, no I/O.
+        """
+        service = self._flags
+        engine = service.engine if service is not None else None
+        if (
+            engine is None
+            or type(distinct_id) is not str
+            or not distinct_id
+            or self._state is not ClientState.OPENED
+            or asyncio.get_running_loop() is not self._loop
+        ):
+            return None
+        try:
+            return engine.evaluate(
+                key,
+                distinct_id,
+                groups=groups,
+                person_properties=person_properties,
+                group_properties=group_properties,
+                device_id=device_id,
+            )
+        except InconclusiveMatch:
+            return None  # the slow path asks /flags (or answers None when only local)
 
     async def _one(
         self,
@@ -61,6 +108,12 @@ class FlagMethods:
         disable_geoip: bool | None,
         device_id: str | None,
     ) -> EvaluatedFlag | None:
+        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        if flag is not None:
+            if send_feature_flag_events:
+                assert self._flags is not None
+                await self._flags.report_read(distinct_id, key, flag, groups, disable_geoip)
+            return flag
         if not key or not isinstance(key, str):
             raise UsageError("a feature flag key must be a non-empty string")
         if distinct_id is None or distinct_id == "":
@@ -97,6 +150,12 @@ class FlagMethods:
 
         Reports ``$feature_flag_called`` the first time a user gets a given value.
         """
+        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        if flag is not None:
+            if send_feature_flag_events:
+                assert self._flags is not None
+                await self._flags.report_read(distinct_id, key, flag, groups, disable_geoip)
+            return flag.value
         flag = await self._one(
             key,
             distinct_id,
@@ -212,8 +271,36 @@ class FlagMethods:
         flag_keys: Collection[str] | None = None,
     ) -> dict[str, bool | str]:
         """Every flag's value for a user (no ``$feature_flag_called`` events)."""
-        snapshot = await self.evaluate_flags(
+        flags = await self._all(
             distinct_id,
+            groups,
+            person_properties,
+            group_properties,
+            only_evaluate_locally,
+            disable_geoip,
+            device_id,
+            flag_keys,
+        )
+        return {key: flag.value for key, flag in flags.items()}
+
+    async def _all(
+        self,
+        distinct_id: Any,
+        groups: Mapping[str, Any] | None,
+        person_properties: Mapping[str, Any] | None,
+        group_properties: Mapping[str, Mapping[str, Any]] | None,
+        only_evaluate_locally: bool,
+        disable_geoip: bool | None,
+        device_id: str | None,
+        flag_keys: Collection[str] | None,
+    ) -> dict[str, EvaluatedFlag]:
+        if distinct_id is None or distinct_id == "":
+            raise UsageError("feature flag evaluation needs a distinct_id")
+        service = await self._flag_service()
+        if service is None:
+            return {}
+        flags, _ = await service.evaluate_all(
+            str(distinct_id),
             groups=groups,
             person_properties=person_properties,
             group_properties=group_properties,
@@ -221,9 +308,8 @@ class FlagMethods:
             disable_geoip=disable_geoip,
             device_id=device_id,
             flag_keys=flag_keys,
-            send_feature_flag_events=False,
         )
-        return snapshot.as_dict()
+        return flags
 
     async def get_all_flags_and_payloads(
         self,
@@ -238,23 +324,22 @@ class FlagMethods:
         flag_keys: Collection[str] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """``{"featureFlags": {key: value}, "featureFlagPayloads": {key: payload}}``."""
-        snapshot = await self.evaluate_flags(
+        flags = await self._all(
             distinct_id,
-            groups=groups,
-            person_properties=person_properties,
-            group_properties=group_properties,
-            only_evaluate_locally=only_evaluate_locally,
-            disable_geoip=disable_geoip,
-            device_id=device_id,
-            flag_keys=flag_keys,
-            send_feature_flag_events=False,
+            groups,
+            person_properties,
+            group_properties,
+            only_evaluate_locally,
+            disable_geoip,
+            device_id,
+            flag_keys,
         )
-        payloads = {
-            key: flag.payload
-            for key in snapshot
-            if (flag := snapshot.get(key)) is not None and flag.payload is not None
+        return {
+            "featureFlags": {key: flag.value for key, flag in flags.items()},
+            "featureFlagPayloads": {
+                key: flag.payload for key, flag in flags.items() if flag.payload is not None
+            },
         }
-        return {"featureFlags": snapshot.as_dict(), "featureFlagPayloads": payloads}
 
     async def load_feature_flags(self) -> bool:
         """Fetch the flag definitions now; True when they are loaded and current.

@@ -27,7 +27,8 @@ async def test_import_example_delivers_everything(
         await server.wait_for_events(5_000)
         events = server.events
     assert len({e["uuid"] for e in events}) == 5_000
-    assert events[0]["timestamp"] == "2024-01-01T00:00:00+00:00"
+    # batches may arrive out of order (four in flight): compare the set, not the first
+    assert min(e["timestamp"] for e in events) == "2024-01-01T00:00:00+00:00"
 
 
 async def test_starlette_example_contexts_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:

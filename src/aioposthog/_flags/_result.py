@@ -44,11 +44,13 @@ class FlagResult:
     key: str
     value: bool | str
     payload: Any
-    reason: MatchReason
+    reason: MatchReason | str | None
     condition_index: int | None
     flag_id: int | None
     version: int | None
     locally_evaluated: bool = True
+    request_id: str | None = None
+    """The ``/flags`` request that decided a remotely evaluated flag."""
 
     @property
     def enabled(self) -> bool:

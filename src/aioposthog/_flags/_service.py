@@ -28,7 +28,6 @@ from ._engine import FlagEngine
 from ._errors import InconclusiveMatch
 from ._poller import DefinitionsPoller
 from ._remote import FlagsError, RemoteFlag, RemoteFlags, error_code, fetch_remote_flags
-from ._result import FlagResult
 from ._snapshot import EvaluatedFlag, FeatureFlagEvaluations
 
 if TYPE_CHECKING:
@@ -44,27 +43,16 @@ Report = Callable[[str, dict[str, Any], Mapping[str, Any] | None, bool | None], 
 Spawn = Callable[..., None]
 
 
-def _from_local(result: FlagResult) -> EvaluatedFlag:
-    return EvaluatedFlag(
-        key=result.key,
-        value=result.value,
-        payload=result.payload,
-        locally_evaluated=True,
-        reason=str(result.reason),
-        flag_id=result.flag_id,
-        version=result.version,
-    )
-
-
 def _from_remote(flag: RemoteFlag, request_id: str | None) -> EvaluatedFlag:
     return EvaluatedFlag(
         key=flag.key,
         value=flag.value,
         payload=flag.payload if flag.enabled else None,
-        locally_evaluated=False,
         reason=flag.reason_description or flag.reason,
+        condition_index=flag.condition_index,
         flag_id=flag.flag_id,
         version=flag.version,
+        locally_evaluated=False,
         request_id=request_id,
     )
 
@@ -166,15 +154,13 @@ class FlagService:
         decided = False
         if engine is not None:
             try:
-                flag = _from_local(
-                    engine.evaluate(
-                        key,
-                        distinct_id,
-                        groups=groups,
-                        person_properties=person_properties,
-                        group_properties=group_properties,
-                        device_id=device_id,
-                    )
+                flag = engine.evaluate(
+                    key,
+                    distinct_id,
+                    groups=groups,
+                    person_properties=person_properties,
+                    group_properties=group_properties,
+                    device_id=device_id,
                 )
                 decided = True
             except InconclusiveMatch:
@@ -274,7 +260,7 @@ class FlagService:
                 device_id=device_id,
                 keys=flag_keys,
             )
-            flags.update((key, _from_local(result)) for key, result in local.items())
+            flags.update(local)
             remote_keys: Collection[str] | None = list(undecided)
             if not undecided:
                 return flags, None

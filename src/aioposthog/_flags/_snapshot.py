@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from ._result import FlagResult
 
 __all__ = ["EvaluatedFlag", "FeatureFlagEvaluations"]
 
 
-@dataclass(frozen=True, slots=True)
-class EvaluatedFlag:
-    """One flag's value for one user, with where it came from."""
-
-    key: str
-    value: bool | str
-    payload: Any
-    locally_evaluated: bool
-    reason: str | None = None
-    flag_id: int | None = None
-    version: int | None = None
-    request_id: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        """Whether the flag is on (a variant counts as on)."""
-        return self.value is not False
+# One flag's value for one user, with where it came from: the engine's own result type,
+# shared by remotely evaluated flags (``locally_evaluated=False``, with a ``request_id``).
+EvaluatedFlag = FlagResult
 
 
 class FeatureFlagEvaluations:
@@ -36,7 +23,8 @@ class FeatureFlagEvaluations:
     ``$feature/<key>`` and ``$active_feature_flags`` with exactly the values the code
     branched on, at no extra network cost.
 
-    >>> flags = FeatureFlagEvaluations("u1", {"beta": EvaluatedFlag("beta", True, None, True)})
+    >>> beta = EvaluatedFlag("beta", True, None, "condition_match", 0, 1, 1)
+    >>> flags = FeatureFlagEvaluations("u1", {"beta": beta})
     >>> flags.is_enabled("beta"), flags.get_flag("missing")
     (True, None)
     """

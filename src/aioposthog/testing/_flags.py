@@ -67,7 +67,7 @@ REMOTE_CONFIG_PATHS: Final = (
 # Person property that carries static-cohort membership into the engine (see _Snapshot).
 _COHORT_PROPERTY = "$local_posthog_static_cohort_{}"
 _JSON: Final = {"content-type": "application/json"}
-_REASONS: Final[dict[MatchReason, tuple[str, str]]] = {
+_REASONS: Final[dict[MatchReason | str | None, tuple[str, str]]] = {
     MatchReason.CONDITION_MATCH: ("condition_match", "Matched condition set {}"),
     MatchReason.NO_CONDITION_MATCH: ("no_condition_match", "No matching condition set"),
     MatchReason.OUT_OF_ROLLOUT_BOUND: ("out_of_rollout_bound", "Out of rollout bound"),
