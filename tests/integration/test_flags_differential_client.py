@@ -124,7 +124,7 @@ def _same(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
+    if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
@@ -306,7 +306,14 @@ def clients() -> Iterator[Clients]:
             )
             runner.run(aio.__aenter__())
             try:
-                yield Clients(server, official, aio, runner)
+                # Settle the first poll (AsyncPostHog starts one when it opens; a later load
+                # would join it) and start the official poller, on the empty definitions.
+                assert runner.run(aio.load_feature_flags()) is True
+                official.load_feature_flags()
+                assert official.feature_flag_definitions() == []
+                yield Clients(
+                    server, official, aio, runner, previous_etag=server.flag_definitions_etag
+                )
             finally:
                 runner.run(aio.__aexit__(None, None, None))
         finally:
@@ -365,7 +372,7 @@ def _date_flag(key: str, value: str, operator: str) -> dict[str, Any]:
 
 def test_the_clock_is_frozen_in_both_clients() -> None:
     """Relative dates resolve against FIXED_NOW in both clients, not against today."""
-    defs = {
+    defs: dict[str, Any] = {
         "flags": [
             # FIXED_NOW - 1h is 11:00:30 and FIXED_NOW - 1 month is 2024-05-15: both before the
             # signup (True at FIXED_NOW, False today); FIXED_NOW - 1d is not (False, True today).
@@ -376,7 +383,7 @@ def test_the_clock_is_frozen_in_both_clients() -> None:
         "group_type_mapping": {},
         "cohorts": {},
     }
-    who = {
+    who: dict[str, Any] = {
         "distinct_id": "user-1",
         "groups": {},
         "person_properties": {"signup": "2024-06-15T11:30:00Z"},
@@ -399,7 +406,7 @@ def test_malformed_filters_crash_only_the_official_single_flag_call() -> None:
     """The official-SDK bug the comparison works around, pinned (posthog==7.91.1)."""
     broken = {"id": 1, "key": "broken", "active": False, "filters": ["not", "an", "object"]}
     defs = {"flags": [broken], "group_type_mapping": {}, "cohorts": {}}
-    who = {
+    who: dict[str, Any] = {
         "distinct_id": "user-1",
         "groups": {},
         "person_properties": {},
