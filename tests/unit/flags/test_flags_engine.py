@@ -54,7 +54,7 @@ def _outcome(engine: FlagEngine, call: dict[str, Any], now: datetime) -> dict[st
         return {"inconclusive": exc.reason.value, "key": exc.key}
     return {
         "value": result.value,
-        "reason": result.reason.value,
+        "reason": str(result.reason),
         "condition_index": result.condition_index,
         "payload": result.payload,
         "meta": (result.locally_evaluated, result.flag_id, result.version),
