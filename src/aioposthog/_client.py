@@ -356,6 +356,8 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
                         len(left),
                     )
             span.set_attribute("posthog.events.lost", self._stats.dropped["shutdown"])
+            if self._flags is not None and self._flags.poller is not None:
+                await self._flags.poller.aclose()
             if self._cache is not None:
                 await self._cache.aclose()
             if self._transport is not None:

@@ -196,3 +196,19 @@ async def test_a_fleet_sharing_redis_polls_posthog_once(redis_url: str) -> None:
     assert len(set(values)) == 1 and values[0] in ("control", "test")
     # one leader polls every period; the three followers read Redis and never ask PostHog
     assert 1 <= polls <= 8
+
+
+async def test_closing_with_a_poll_in_flight_leaks_no_socket() -> None:
+    # The first definitions poll starts with the client; closing a turn or two later used to
+    # leave that poll running past the HTTP pool, and the server leaked the half-accepted
+    # socket. Leaked sockets surface as ResourceWarnings, errors under this suite's settings.
+    import gc
+
+    for turns in (0, 1, 2, 3):
+        with LocalPostHog(api_key=KEY) as server:
+            async with AsyncPostHog(
+                KEY, host=server.url, personal_api_key=SECURE, poll_interval=3600, send=False
+            ):
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+        gc.collect()

@@ -232,6 +232,18 @@ class DefinitionsPoller:
 
     async def run(self) -> None:
         """Poll until cancelled or stopped (a refused key)."""
-        while self.stopped is None:
-            await self.cycle()
-            await anyio.sleep(self.next_delay())
+        try:
+            while self.stopped is None:
+                await self.cycle()
+                await anyio.sleep(self.next_delay())
+        finally:
+            # A poll is shared by its callers through a shield; nobody waits for it now.
+            if self._inflight is not None:
+                self._inflight.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel a poll in flight and wait for it (before the HTTP pool closes)."""
+        task = self._inflight
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -64,7 +64,22 @@ class HttpServer:
     async def close(self) -> None:
         """Stop listening, cancel handlers, close every connection and wait for the sockets."""
         if self._server is not None:
+            # Stop accepting first, and let connections already accepted get their transport
+            # (a few loop turns later) before the server closes: closing it under them trips
+            # an assertion in asyncio (3.11) and leaks their sockets.
+            loop = asyncio.get_running_loop()
+            for sock in self._server.sockets:
+                loop.remove_reader(sock.fileno())
+            for _ in range(3):
+                await asyncio.sleep(0)
             self._server.close()
+        await self._close_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -82,9 +97,6 @@ class HttpServer:
                 for conn in list(self._connections):
                     conn.abort()
                 await self._all_closed
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
 
 
 class _Connection(asyncio.Protocol):
