@@ -61,6 +61,9 @@ class Batcher:
         self._api_key = config.api_key or ""
         self._retry = config.retry_policy
         self._slots = asyncio.Semaphore(config.max_concurrent_requests)
+        # One compression thread: zlib releases the GIL, so one thread already runs beside
+        # the loop, and each extra thread would get its own malloc arena (tens of MB of RSS).
+        self._compressor = anyio.CapacityLimiter(1)
         self._inflight: dict[int, int] = {}  # batch id -> sequence number of its first event
         self._next_batch_id = 0
         self._flush_target = 0
@@ -270,7 +273,7 @@ class Batcher:
             request_id = uuid7()
             created_at = now_iso()
             body = v1_body(joined, historical_migration=historical, created_at=created_at)
-            payload = await _maybe_compress(body, gzip)
+            payload = await _maybe_compress(body, gzip, self._compressor)
 
             async def build_v1(attempt: int) -> tuple[Mapping[str, str], bytes]:
                 headers = {
@@ -297,7 +300,7 @@ class Batcher:
                 headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
                 if gzip:
                     headers["Content-Encoding"] = "gzip"
-                return headers, await _maybe_compress(body, gzip)
+                return headers, await _maybe_compress(body, gzip, self._compressor)
 
             build = build_v0
             path = _V0_PATH
@@ -319,11 +322,11 @@ class Batcher:
         )
 
 
-async def _maybe_compress(body: bytes, gzip: bool) -> bytes:
+async def _maybe_compress(body: bytes, gzip: bool, limiter: anyio.CapacityLimiter) -> bytes:
     if not gzip:
         return body
     if len(body) >= COMPRESS_OFF_LOOP_BYTES:
-        return await anyio.to_thread.run_sync(gzip_compress, body)
+        return await anyio.to_thread.run_sync(gzip_compress, body, limiter=limiter)
     return gzip_compress(body)
 
 

@@ -249,10 +249,9 @@ class FlagService:
 
         Returns the flags and the ``$feature_flag_error`` value if the remote part failed.
         """
-        flags: dict[str, EvaluatedFlag] = {}
         engine = self.engine
         if engine is not None:
-            local, undecided = engine.evaluate_all(
+            flags, undecided = engine.evaluate_all(
                 distinct_id,
                 groups=groups,
                 person_properties=person_properties,
@@ -260,11 +259,11 @@ class FlagService:
                 device_id=device_id,
                 keys=flag_keys,
             )
-            flags.update(local)
-            remote_keys: Collection[str] | None = list(undecided)
             if not undecided:
-                return flags, None
+                return flags, None  # everything decided here: no copy, no call
+            remote_keys: Collection[str] | None = list(undecided)
         else:
+            flags = {}
             remote_keys = flag_keys
         if only_evaluate_locally:
             return flags, None
