@@ -118,6 +118,11 @@ class FlagMethods:
             raise UsageError("a feature flag key must be a non-empty string")
         if distinct_id is None or distinct_id == "":
             raise UsageError("feature flag evaluation needs a distinct_id")
+        # The engine has already answered "undecided" for this exact call when it had
+        # definitions and a str distinct id: don't make the service evaluate it again.
+        engine_tried = (
+            self._flags is not None and self._flags.engine is not None and type(distinct_id) is str
+        )
         service = await self._flag_service()
         if service is None:
             return None
@@ -131,6 +136,7 @@ class FlagMethods:
             send_feature_flag_events=send_feature_flag_events,
             disable_geoip=disable_geoip,
             device_id=device_id,
+            try_local=not engine_tried,
         )
 
     async def get_feature_flag(
@@ -150,12 +156,6 @@ class FlagMethods:
 
         Reports ``$feature_flag_called`` the first time a user gets a given value.
         """
-        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
-        if flag is not None:
-            if send_feature_flag_events:
-                assert self._flags is not None
-                await self._flags.report_read(distinct_id, key, flag, groups, disable_geoip)
-            return flag.value
         flag = await self._one(
             key,
             distinct_id,

@@ -167,8 +167,7 @@ class Batcher:
             await self._deliver_all([batch[:middle], batch[middle:]])
             return
         except PostHogError as error:
-            reason = "send_failed" if error.retryable else "rejected_by_server"
-            self._lose(batch, reason, error, spoolable=error.retryable)
+            self._failed(batch, error)
             return
         if self._config.capture_mode == "v1":
             await self._settle_v1(batch, response)
@@ -190,6 +189,11 @@ class Batcher:
         stats.batches_sent += 1
         stats.bytes_sent += len(response.request.content) if response.request else 0
         stats.last_success = datetime.now(UTC)
+
+    def _failed(self, batch: list[Item], error: PostHogError) -> None:
+        """A request failed for good: retries ran out (spoolable) or PostHog refused it."""
+        reason = "send_failed" if error.retryable else "rejected_by_server"
+        self._lose(batch, reason, error, spoolable=error.retryable)
 
     def _lose(
         self, batch: list[Item], reason: str, error: PostHogError | None, *, spoolable: bool
@@ -215,8 +219,8 @@ class Batcher:
             except Exception:
                 logger.exception("aioposthog: the on_error callback raised")
 
-    async def _settle_v1(self, batch: list[Item], response: httpx.Response) -> None:
-        """Read v1's per-event results: count ok/warning, lose drop/limited, resend retry."""
+    def _sort_v1(self, batch: list[Item], response: httpx.Response) -> list[Item]:
+        """Count v1's per-event results (ok/warning sent, drop/limited lost); return the retries."""
         results = _v1_results(response)
         retry: list[Item] = []
         delivered = 0
@@ -227,10 +231,14 @@ class Batcher:
             elif outcome == "retry":
                 retry.append(item)
             else:
-                reason = "server_limited" if outcome == "limited" else "server_drop"
-                self._stats.drop(reason)
+                self._stats.drop("server_limited" if outcome == "limited" else "server_drop")
         if delivered:
             self._delivered(delivered, response)
+        return retry
+
+    async def _settle_v1(self, batch: list[Item], response: httpx.Response) -> None:
+        """Settle a v1 answer, resending the events it asked to retry, with backoff."""
+        retry = self._sort_v1(batch, response)
         if not retry:
             return
         for wait in self._retry.delays():
@@ -242,19 +250,9 @@ class Batcher:
                 self._lose(retry, "shutdown", None, spoolable=True)
                 raise
             except PostHogError as error:
-                reason = "send_failed" if error.retryable else "rejected_by_server"
-                self._lose(retry, reason, error, spoolable=error.retryable)
+                self._failed(retry, error)
                 return
-            results = _v1_results(response)
-            again = [item for item in retry if results.get(item[0], "ok") == "retry"]
-            for item in retry:
-                outcome = results.get(item[0], "ok")
-                if outcome in ("drop", "limited"):
-                    self._stats.drop("server_limited" if outcome == "limited" else "server_drop")
-            done = sum(1 for item in retry if results.get(item[0], "ok") in ("ok", "warning"))
-            if done:
-                self._delivered(done, response)
-            retry = again
+            retry = self._sort_v1(retry, response)
             if not retry:
                 return
         self._lose(

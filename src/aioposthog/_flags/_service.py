@@ -146,11 +146,15 @@ class FlagService:
         send_feature_flag_events: bool = True,
         disable_geoip: bool | None = None,
         device_id: str | None = None,
+        try_local: bool = True,
     ) -> EvaluatedFlag | None:
-        """One flag: locally if possible, else one ``/flags`` call for that key."""
+        """One flag: locally if possible, else one ``/flags`` call for that key.
+
+        ``try_local=False``: the caller already found the engine undecided for this call.
+        """
         flag: EvaluatedFlag | None = None
         error: str | None = None
-        engine = self.engine
+        engine = self.engine if try_local else None
         decided = False
         if engine is not None:
             try:
