@@ -142,7 +142,19 @@ async def _sink_cpu(url: str | None) -> float | None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MB: ``VmHWM`` of /proc/self/status.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that over from the parent across
+    fork + exec, so a worker started by a runner that had grown to 115 MB reported a
+    115 MB peak of its own. ``VmHWM`` belongs to this process's address space alone.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
