@@ -30,7 +30,7 @@ from ._nodes import (
     PropertyGroup,
     UndecidedFilter,
 )
-from ._operators import compile_property
+from ._operators import Date, PropertyFilter, UnknownOperator, UnusableKey, compile_property
 from ._reasons import COHORT_OPERATORS, definition_reason, is_nested_group, shape_problem
 
 __all__ = ["CompiledDefinitions", "compile_definitions"]
@@ -113,6 +113,8 @@ class _Compiler:
         for key, flag in self.flags.items():
             self.flag(flag, self.raw_by_key[key])
             flag.seal()
+        for flag in self.flags.values():
+            flag.reads_distinct_id, flag.needs_context = _per_call_needs(flag)
         return CompiledDefinitions(
             MappingProxyType(self.flags),
             MappingProxyType(dict(self.mapping)),
@@ -293,6 +295,48 @@ class _Compiler:
                 entries.append((node, bool(entry.get("negation", False))))
         group.seal(entries)
         return group
+
+
+# Nodes that read neither the context nor any property.
+_INERT = (Constant, UndecidedFilter, NeedsServer, MalformedFilter, UnknownOperator, UnusableKey)
+
+
+def _per_call_needs(flag: CompiledFlag) -> tuple[bool, bool]:
+    """Whether evaluating ``flag`` can read ``distinct_id`` from the person properties, and
+    whether it needs its own `EvalContext` (the clock, the dependency cache, the device id).
+
+    Every filter the flag can reach counts: its conditions', its cohorts' and, through its
+    dependency chains, its dependencies' (which see the same person properties). A node this
+    walk does not know makes both answers yes.
+    """
+    reads_distinct_id = False
+    needs_context = flag.device_bucketing
+    pending = [flag]
+    seen_flags = {flag.key}
+    seen_nodes: set[int] = set()
+    while pending:
+        nodes = [node for condition in pending.pop().conditions for node in condition.filters]
+        while nodes:
+            node = nodes.pop()
+            if id(node) in seen_nodes:
+                continue
+            seen_nodes.add(id(node))
+            if isinstance(node, PropertyFilter):
+                reads_distinct_id = reads_distinct_id or node.key == "distinct_id"
+                needs_context = needs_context or isinstance(node, Date)
+            elif isinstance(node, PropertyGroup):
+                nodes.extend(entry for entry, _negated in node.entries)
+            elif isinstance(node, CohortFilter):
+                nodes.append(node.group)
+            elif isinstance(node, FlagDependency):
+                needs_context = True
+                for _item, dependency in node.chain:
+                    if dependency is not None and dependency.key not in seen_flags:
+                        seen_flags.add(dependency.key)
+                        pending.append(dependency)
+            elif not isinstance(node, _INERT):
+                return True, True
+    return reads_distinct_id, needs_context
 
 
 def compile_definitions(

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from ._compile import CompiledDefinitions
-from ._context import EvalContext
+from ._context import NO_CONTEXT, EvalContext
 from ._errors import InconclusiveMatch, InconclusiveReason, ServerRequired, Undecided
 from ._flag import CompiledFlag
 from ._result import FlagResult
@@ -40,6 +41,7 @@ __all__ = ["FlagEngine"]
 
 _NOT_FOUND = InconclusiveReason.FLAG_NOT_FOUND
 _ERROR = InconclusiveReason.EVALUATION_ERROR
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def _utc_now() -> datetime:
@@ -79,7 +81,7 @@ class FlagEngine:
     True
     """
 
-    __slots__ = ("_clock", "_flags", "_needs_groups", "definitions")
+    __slots__ = ("_clock", "_flags", "_needs_groups", "_reads_distinct_id", "definitions")
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class FlagEngine:
         self.definitions = definitions
         self._flags: Mapping[str, CompiledFlag] = dict(definitions.items())
         self._needs_groups = any(flag.needs_groups for flag in self._flags.values())
+        self._reads_distinct_id = any(flag.reads_distinct_id for flag in self._flags.values())
         self._clock = clock
 
     def evaluate(
@@ -107,23 +110,27 @@ class FlagEngine:
         flag = self._flags.get(key)
         if flag is None:
             raise InconclusiveMatch(key, _NOT_FOUND)
-        groups = groups or {}
-        ctx = EvalContext(device_id, self._clock, now)
-        # Group properties are only read by group flags and group conditions.
-        group_props = _group_properties(groups, group_properties) if flag.needs_groups else {}
+        # What the flag cannot read is not built: the distinct_id person property, group
+        # properties (only group flags and group conditions read them), the context.
+        if flag.reads_distinct_id:
+            person = _person_properties(distinct_id, person_properties)
+        else:
+            person = person_properties or _EMPTY
+        if not groups:
+            groups = group_props = _EMPTY
+        elif flag.needs_groups:
+            group_props = _group_properties(groups, group_properties)
+        else:
+            group_props = _EMPTY
+        ctx = EvalContext(device_id, self._clock, now) if flag.needs_context else NO_CONTEXT
         try:
-            value, reason, index = flag.evaluate(
-                ctx,
-                distinct_id,
-                _person_properties(distinct_id, person_properties),
-                groups,
-                group_props,
-            )
+            if flag.direct:
+                return flag.body(ctx, distinct_id, person, distinct_id, groups, group_props)
+            return flag.evaluate(ctx, distinct_id, person, groups, group_props)
         except (Undecided, ServerRequired) as exc:
             raise InconclusiveMatch(key, exc.reason) from None
         except Exception as exc:
             raise InconclusiveMatch(key, _ERROR) from exc
-        return flag.result(value, reason, index)
 
     def evaluate_all(
         self,
@@ -143,10 +150,13 @@ class FlagEngine:
         ``flag_not_found``). ``inconclusive`` can be used as the set of keys to ask the
         server about.
         """
-        groups = groups or {}
-        person = _person_properties(distinct_id, person_properties)
-        group_props = _group_properties(groups, group_properties) if self._needs_groups else {}
-        ctx = EvalContext(device_id, self._clock, now)
+        groups = groups or _EMPTY
+        if self._reads_distinct_id:
+            person = _person_properties(distinct_id, person_properties)
+        else:
+            person = person_properties or _EMPTY
+        group_props = _group_properties(groups, group_properties) if self._needs_groups else _EMPTY
+        shared = EvalContext(device_id, self._clock, now)
         results: dict[str, FlagResult] = {}
         inconclusive: dict[str, InconclusiveReason] = {}
         flags = self._flags
@@ -158,19 +168,20 @@ class FlagEngine:
             for key in wanted.difference(flags):
                 inconclusive[key] = _NOT_FOUND
         for key, flag in selected:
-            if ctx.cache:
-                ctx.cache = {}
+            ctx = NO_CONTEXT
+            if flag.needs_context:
+                ctx = shared  # one clock reading for all flags; a dependency cache per flag
+                if ctx.cache:
+                    ctx.cache = {}
             try:
                 if flag.direct:
-                    outcome = flag.body(ctx, distinct_id, person, distinct_id, groups, group_props)
+                    results[key] = flag.body(
+                        ctx, distinct_id, person, distinct_id, groups, group_props
+                    )
                 else:
-                    outcome = flag.evaluate(ctx, distinct_id, person, groups, group_props)
+                    results[key] = flag.evaluate(ctx, distinct_id, person, groups, group_props)
             except (Undecided, ServerRequired) as exc:
                 inconclusive[key] = exc.reason
-                continue
             except Exception:
                 inconclusive[key] = _ERROR
-                continue
-            found = flag.results.get(outcome)
-            results[key] = found if found is not None else flag.result(*outcome)
         return results, inconclusive

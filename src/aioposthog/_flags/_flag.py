@@ -21,6 +21,7 @@ Two behaviours of the official SDK that surprise, reproduced on purpose:
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,17 +43,15 @@ __all__ = ["CompiledFlag", "Condition", "bucket"]
 
 _SCALE = float(0xFFFFFFFFFFFFFFF)
 _sha1 = hashlib.sha1
-_from_bytes = int.from_bytes
-
-Outcome = tuple[FlagValue, MatchReason, int | None]
+_first_u64 = struct.Struct(">Q").unpack_from
 
 
 def bucket(prefix: bytes, value: Any, salt: bytes = b"") -> float:
     """``int(sha1(prefix + value + salt).hexdigest()[:15], 16) / 0xFFFFFFFFFFFFFFF``."""
     text = value if type(value) is str else f"{value}"
-    digest = _sha1(prefix + text.encode() + salt).digest()
     # The first 15 hex digits are the top 60 bits of the first 8 bytes.
-    return (_from_bytes(digest[:8], "big") >> 4) / _SCALE
+    top: int = _first_u64(_sha1(prefix + text.encode() + salt).digest())[0]
+    return (top >> 4) / _SCALE
 
 
 def _all_match(
@@ -100,7 +99,8 @@ class Condition:
         "group_override",
         "has_rollout",
         "index",
-        "outcome",
+        "result",
+        "results",
         "single",
         "threshold",
         "variant",
@@ -120,7 +120,8 @@ class Condition:
         # Derived by ``seal``, for the inline path of ``CompiledFlag.body``.
         self.fast = False
         self.single: Node | None = None
-        self.outcome: Outcome | None = None
+        self.result: FlagResult | None = None
+        self.results: dict[FlagValue, FlagResult] = {}
         self.check_rollout = False
         self.always_out = False
 
@@ -138,11 +139,17 @@ class Condition:
         elif not self.variant_broken and flag.variant_table == []:
             value = True
         if value is not None:
-            self.outcome = (value, MatchReason.CONDITION_MATCH, self.index)
+            self.result = flag.result(value, MatchReason.CONDITION_MATCH, self.index)
 
-    def matched(self, flag: CompiledFlag, bucketing: Any) -> Outcome:
-        """The outcome of a match whose value needs the variant hash."""
-        return self._value(flag, bucketing), MatchReason.CONDITION_MATCH, self.index
+    def matched(self, flag: CompiledFlag, bucketing: Any) -> FlagResult:
+        """The result of a match whose value needs the variant hash."""
+        value = self._value(flag, bucketing)
+        found = self.results.get(value)
+        if found is None:
+            found = self.results[value] = flag.result(
+                value, MatchReason.CONDITION_MATCH, self.index
+            )
+        return found
 
     def evaluate(
         self,
@@ -179,7 +186,7 @@ class Condition:
             threshold = self.threshold
             # The hash lies in [0, 1]: no need to compute it for 100% or negative rollouts.
             if not threshold >= 1.0 and (
-                threshold < 0.0 or flag.rollout_hash(ctx, bucketing) > threshold
+                threshold < 0.0 or bucket(flag.prefix, bucketing) > threshold
             ):
                 return False
         return self._value(flag, bucketing)
@@ -205,6 +212,7 @@ class CompiledFlag:
         "definition_reason_fails",
         "device_bucketing",
         "direct",
+        "disabled",
         "early_exit",
         "enrollment",
         "enrollment_key",
@@ -214,15 +222,24 @@ class CompiledFlag:
         "holdout",
         "holdout_broken",
         "key",
+        "needs_context",
         "needs_groups",
+        "no_match",
+        "out_of_rollout",
         "payloads",
         "plain",
         "prefix",
         "raw",
+        "reads_distinct_id",
         "results",
         "variant_table",
         "version",
     )
+
+    # The shared results of the outcomes that need no condition; set by ``seal``.
+    disabled: FlagResult
+    out_of_rollout: FlagResult
+    no_match: FlagResult
 
     def __init__(self, key: str, raw: Mapping[str, Any]) -> None:
         self.key = key
@@ -251,9 +268,16 @@ class CompiledFlag:
         self.direct = False
         self.plain = False
         self.needs_groups = False
+        # Set by the compiler once every flag is compiled (dependencies must be linked first);
+        # until then the safe answers: copy the person properties, build a context.
+        self.reads_distinct_id = True
+        self.needs_context = True
 
     def seal(self) -> None:
         """Derive the shortcuts evaluation uses, once the flag is compiled."""
+        self.disabled = self.result(False, MatchReason.FLAG_DISABLED, None)
+        self.out_of_rollout = self.result(False, MatchReason.OUT_OF_ROLLOUT_BOUND, None)
+        self.no_match = self.result(False, MatchReason.NO_CONDITION_MATCH, None)
         self.direct = (
             self.active
             and not self.continuity
@@ -272,17 +296,6 @@ class CompiledFlag:
         )
 
     # -- hashing -------------------------------------------------------------------------
-
-    def rollout_hash(self, ctx: EvalContext, bucketing: Any) -> float:
-        """The rollout hash, computed once per flag and bucketing value in an evaluation."""
-        text = bucketing if type(bucketing) is str else f"{bucketing}"
-        if ctx.hash_owner is self and ctx.hash_input == text:
-            return ctx.hash_value
-        value = bucket(self.prefix, text)
-        ctx.hash_owner = self
-        ctx.hash_input = text
-        ctx.hash_value = value
-        return value
 
     def pick_variant(self, bucketing: Any) -> str | None:
         """The variant whose cumulative range holds the variant hash, if any."""
@@ -310,10 +323,10 @@ class CompiledFlag:
         person_props: Mapping[str, Any],
         groups: Mapping[str, Any],
         group_props: Mapping[str, Mapping[str, Any]],
-    ) -> Outcome:
+    ) -> FlagResult:
         """Evaluate as the flag asked for; raise ``Undecided``/``ServerRequired``/others."""
         if not self.active:
-            return False, MatchReason.FLAG_DISABLED, None
+            return self.disabled
         if self.continuity:
             raise Undecided(CONTINUITY)
         if self.filters_broken:
@@ -323,7 +336,7 @@ class CompiledFlag:
             if not name:
                 raise Undecided(UNSUPPORTED)
             if name not in groups:
-                return False, MatchReason.NO_GROUP_TYPE, None
+                return self.result(False, MatchReason.NO_GROUP_TYPE, None)
             if name not in group_props:
                 raise Undecided(MISSING)
             group_key = groups[name]
@@ -361,7 +374,7 @@ class CompiledFlag:
                 bucketing = ctx.device_id
                 if not bucketing:
                     raise Undecided(MISSING)
-            value = self.body(ctx, distinct_id, props, bucketing, None, None)[0]
+            value = self.body(ctx, distinct_id, props, bucketing, None, None).value
         except ServerRequired:
             raise ServerRequired(UNRESOLVED) from None
         except Undecided:
@@ -371,7 +384,7 @@ class CompiledFlag:
             ctx.visiting.discard(key)
         cache[key] = value
 
-    def _before_conditions(self, props: Mapping[str, Any], bucketing: Any) -> Outcome | None:
+    def _before_conditions(self, props: Mapping[str, Any], bucketing: Any) -> FlagResult | None:
         """Enrollment and holdout, which decide before any condition; malformed pieces."""
         if self.enrollment:
             if self.aggregation is not None:
@@ -380,14 +393,14 @@ class CompiledFlag:
             if enrolled is _ABSENT:
                 raise Undecided(MISSING)
             value = enrolled is True or enrolled == "true"
-            return value, MatchReason.FEATURE_ENROLLMENT, None
+            return self.result(value, MatchReason.FEATURE_ENROLLMENT, None)
         if self.holdout_broken:
             raise Malformed("malformed holdout")
         holdout = self.holdout
         if holdout is not None:
             percentage, name = holdout
             if percentage == 100.0 or not bucket(b"holdout-", bucketing) > percentage / 100:
-                return name, MatchReason.HOLDOUT, None
+                return self.result(name, MatchReason.HOLDOUT, None)
         if self.conditions_broken:
             raise Malformed("malformed conditions or variants")
         return None
@@ -400,7 +413,7 @@ class CompiledFlag:
         bucketing: Any,
         groups: Mapping[str, Any] | None,
         group_props: Mapping[str, Mapping[str, Any]] | None,
-    ) -> Outcome:
+    ) -> FlagResult:
         """Enrollment, holdout and conditions; ``groups`` is ``None`` inside a dependency."""
         if not self.plain:
             special = self._before_conditions(props, bucketing)
@@ -408,29 +421,30 @@ class CompiledFlag:
                 return special
         reason: InconclusiveReason | None = None
         excluded = False
+        rollout = -1.0  # the rollout hash once computed (it lies in [0, 1]): at most once
         for condition in self.conditions:
             try:
                 if condition.fast:
                     # Inline path for well-formed conditions without a group of their own.
-                    filters = condition.filters
-                    if filters:
-                        single = condition.single
-                        if single is not None:
-                            if not single.match(ctx, distinct_id, props):
-                                continue
-                        elif not _all_match(filters, ctx, distinct_id, props):
+                    single = condition.single
+                    if single is not None:
+                        if not single.match(ctx, distinct_id, props):
                             continue
-                        if not condition.has_rollout:
-                            return condition.outcome or condition.matched(self, bucketing)
-                    if condition.check_rollout and (
-                        condition.always_out
-                        or self.rollout_hash(ctx, bucketing) > condition.threshold
+                    elif condition.filters and not _all_match(
+                        condition.filters, ctx, distinct_id, props
                     ):
+                        continue
+                    if condition.check_rollout:
+                        if not condition.always_out:
+                            if rollout < 0.0:
+                                rollout = bucket(self.prefix, bucketing)
+                            if not rollout > condition.threshold:
+                                return condition.result or condition.matched(self, bucketing)
                         excluded = True
                         if self.early_exit:
                             break
                         continue
-                    return condition.outcome or condition.matched(self, bucketing)
+                    return condition.result or condition.matched(self, bucketing)
                 value = condition.evaluate(
                     self, ctx, distinct_id, props, bucketing, groups, group_props
                 )
@@ -448,12 +462,12 @@ class CompiledFlag:
                 if self.early_exit:
                     break
                 continue
-            return value, MatchReason.CONDITION_MATCH, condition.index
+            return self.result(value, MatchReason.CONDITION_MATCH, condition.index)
         if reason is not None:
             raise Undecided(reason)
         if excluded:
-            return _OUT_OF_ROLLOUT
-        return _NO_MATCH
+            return self.out_of_rollout
+        return self.no_match
 
     # -- results -------------------------------------------------------------------------
 
@@ -477,5 +491,3 @@ class CompiledFlag:
 
 
 _ABSENT: Any = object()
-_OUT_OF_ROLLOUT: Outcome = (False, MatchReason.OUT_OF_ROLLOUT_BOUND, None)
-_NO_MATCH: Outcome = (False, MatchReason.NO_CONDITION_MATCH, None)

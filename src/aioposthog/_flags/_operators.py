@@ -38,7 +38,15 @@ from ._values import (
     to_text,
 )
 
-__all__ = ["OPERATORS", "compile_property", "filter_supported"]
+__all__ = [
+    "OPERATORS",
+    "Date",
+    "PropertyFilter",
+    "UnknownOperator",
+    "UnusableKey",
+    "compile_property",
+    "filter_supported",
+]
 
 _TEXT_OPERATORS = frozenset(
     {"icontains", "not_icontains", "starts_with", "not_starts_with", "ends_with", "not_ends_with"}
@@ -103,7 +111,9 @@ class UnusableKey(Node):
         raise Malformed("unhashable property key")
 
 
-class _Property(Node):
+class PropertyFilter(Node):
+    """A filter on one property, ``key``: the base of the operators' matchers."""
+
     __slots__ = ("key", "missing")
     pure = True
 
@@ -112,7 +122,7 @@ class _Property(Node):
         self.missing = MISSING if supported else UNSUPPORTED
 
 
-class Presence(_Property):
+class Presence(PropertyFilter):
     """``is_set``/``is_not_set``: decided only when the property was passed."""
 
     __slots__ = ("result",)
@@ -127,7 +137,7 @@ class Presence(_Property):
         raise Undecided(MISSING)
 
 
-class Exact(_Property):
+class Exact(PropertyFilter):
     """``exact``/``is_not`` against one value, a list of values or a truth value."""
 
     __slots__ = ("candidates", "mode", "negate", "truth", "usable")
@@ -174,7 +184,7 @@ class Exact(_Property):
         return reads_true(value) is not self.negate
 
 
-class Text(_Property):
+class Text(PropertyFilter):
     """``icontains``, ``starts_with``, ``ends_with`` and their negations (ASCII case-folded)."""
 
     __slots__ = ("kind", "needle", "negate")
@@ -212,7 +222,7 @@ class Text(_Property):
         return found is not self.negate
 
 
-class Regex(_Property):
+class Regex(PropertyFilter):
     """``regex``/``not_regex`` with a pattern both engines read alike."""
 
     __slots__ = ("negate", "regex", "state")
@@ -256,7 +266,7 @@ class Regex(_Property):
         raise Undecided(UNSUPPORTED)
 
 
-class Numeric(_Property):
+class Numeric(PropertyFilter):
     """``gt``/``gte``/``lt``/``lte``; a property that is not a number does not match."""
 
     __slots__ = ("compare", "threshold")
@@ -277,7 +287,7 @@ class Numeric(_Property):
         return number is not None and self.compare(number, threshold)
 
 
-class Date(_Property):
+class Date(PropertyFilter):
     """``is_date_before``/``is_date_after`` against a fixed, bare-year or relative date."""
 
     __slots__ = ("compare", "spec")
@@ -307,7 +317,7 @@ class Date(_Property):
         return self.compare(left, right)
 
 
-class Semver(_Property):
+class Semver(PropertyFilter):
     """``semver_*`` comparisons and the ``~``, ``^`` and wildcard ranges."""
 
     __slots__ = ("bounds", "compare", "version")
@@ -383,4 +393,4 @@ def filter_supported(prop: Mapping[str, Any], now: datetime) -> bool:
     node = compile_property({**prop, "key": None}, version2=False)
     if isinstance(node, Date) and node.spec.now_dependent:
         return node.spec.resolve(now) is not None
-    return isinstance(node, _Property) and node.missing is MISSING
+    return isinstance(node, PropertyFilter) and node.missing is MISSING
