@@ -25,6 +25,7 @@ __all__ = ["FlagMethods"]
 logger = logging.getLogger("aioposthog")
 
 _REMOTE_CONFIG = "/api/projects/@current/feature_flags/{key}/remote_config"
+_OPENED = ClientState.OPENED
 
 
 class FlagMethods:
@@ -72,17 +73,19 @@ class FlagMethods:
     ) -> EvaluatedFlag | None:
         """The flag decided by the local engine, or None (not loaded, or undecidable here).
 
-        The fast path of every single-flag read: a plain call, no await, no I/O.
+        The fast path of every single-flag read: a plain call, no await, no I/O. The caller
+        awaits `_one` when this is None or when the read must be reported.
         """
         service = self._flags
-        engine = service.engine if service is not None else None
         if (
-            engine is None
+            service is None
             or type(distinct_id) is not str
             or not distinct_id
-            or self._state is not ClientState.OPENED
-            or asyncio.get_running_loop() is not self._loop
+            or self._state is not _OPENED
         ):
+            return None
+        engine = service.engine
+        if engine is None or asyncio.get_running_loop() is not self._loop:
             return None
         try:
             return engine.evaluate(
@@ -98,6 +101,7 @@ class FlagMethods:
 
     async def _one(
         self,
+        local: EvaluatedFlag | None,
         key: str,
         distinct_id: Any,
         groups: Mapping[str, Any] | None,
@@ -108,12 +112,13 @@ class FlagMethods:
         disable_geoip: bool | None,
         device_id: str | None,
     ) -> EvaluatedFlag | None:
-        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
-        if flag is not None:
+        """The rest of a single-flag read, after `_local` gave ``local``: report it, or (when
+        None) check the arguments and ask the service."""
+        if local is not None:
             if send_feature_flag_events:
                 assert self._flags is not None
-                await self._flags.report_read(distinct_id, key, flag, groups, disable_geoip)
-            return flag
+                await self._flags.report_read(distinct_id, key, local, groups, disable_geoip)
+            return local
         if not key or not isinstance(key, str):
             raise UsageError("a feature flag key must be a non-empty string")
         if distinct_id is None or distinct_id == "":
@@ -156,17 +161,20 @@ class FlagMethods:
 
         Reports ``$feature_flag_called`` the first time a user gets a given value.
         """
-        flag = await self._one(
-            key,
-            distinct_id,
-            groups,
-            person_properties,
-            group_properties,
-            only_evaluate_locally,
-            send_feature_flag_events,
-            disable_geoip,
-            device_id,
-        )
+        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        if flag is None or send_feature_flag_events:
+            flag = await self._one(
+                flag,
+                key,
+                distinct_id,
+                groups,
+                person_properties,
+                group_properties,
+                only_evaluate_locally,
+                send_feature_flag_events,
+                disable_geoip,
+                device_id,
+            )
         return None if flag is None else flag.value
 
     async def feature_enabled(
@@ -183,17 +191,20 @@ class FlagMethods:
         device_id: str | None = None,
     ) -> bool | None:
         """Whether the flag is on (a variant counts as on); None when it cannot be known."""
-        flag = await self._one(
-            key,
-            distinct_id,
-            groups,
-            person_properties,
-            group_properties,
-            only_evaluate_locally,
-            send_feature_flag_events,
-            disable_geoip,
-            device_id,
-        )
+        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        if flag is None or send_feature_flag_events:
+            flag = await self._one(
+                flag,
+                key,
+                distinct_id,
+                groups,
+                person_properties,
+                group_properties,
+                only_evaluate_locally,
+                send_feature_flag_events,
+                disable_geoip,
+                device_id,
+            )
         return None if flag is None else flag.enabled
 
     async def get_feature_flag_payload(
@@ -210,17 +221,20 @@ class FlagMethods:
         device_id: str | None = None,
     ) -> Any:
         """The JSON payload configured for the user's value of the flag, or None."""
-        flag = await self._one(
-            key,
-            distinct_id,
-            groups,
-            person_properties,
-            group_properties,
-            only_evaluate_locally,
-            send_feature_flag_events,
-            disable_geoip,
-            device_id,
-        )
+        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        if flag is None or send_feature_flag_events:
+            flag = await self._one(
+                flag,
+                key,
+                distinct_id,
+                groups,
+                person_properties,
+                group_properties,
+                only_evaluate_locally,
+                send_feature_flag_events,
+                disable_geoip,
+                device_id,
+            )
         return None if flag is None else flag.payload
 
     async def evaluate_flags(
