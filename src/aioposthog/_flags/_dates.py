@@ -113,7 +113,8 @@ class DateSpec:
 
     Exactly one of the shapes is set: ``fixed`` (absolute), ``year`` (bare year) or
     ``unit``/``number`` (relative; ``fallback`` is what the text reads as when the offset
-    is out of range). ``resolve`` returns ``None`` for a value that is not a date.
+    is out of range; ``delta`` is the offset of the fixed-length units, hours to weeks).
+    ``resolve`` returns ``None`` for a value that is not a date.
     """
 
     fixed: datetime | None = None
@@ -122,9 +123,16 @@ class DateSpec:
     number: int = 0
     fallback: datetime | None = None
     now_dependent: bool = False
+    delta: timedelta | None = None
 
     def resolve(self, now: datetime) -> datetime | None:
         """The filter's instant at ``now`` (an aware UTC datetime), or ``None``."""
+        delta = self.delta
+        if delta is not None:
+            try:
+                return now - delta
+            except OverflowError:
+                return None
         if self.unit:
             try:
                 shifted = _shift(self.unit, self.number, now)
@@ -141,6 +149,12 @@ class DateSpec:
 
 
 _INVALID = DateSpec()
+# The units whose offset does not depend on the date: built once per filter, not per match.
+_DELTAS = {
+    "h": lambda number: timedelta(hours=number),
+    "d": lambda number: timedelta(days=number),
+    "w": lambda number: timedelta(weeks=number),
+}
 
 
 def _absolute(text: str) -> datetime | None:
@@ -156,7 +170,10 @@ def compile_date(value: object) -> DateSpec:
         unit = match["unit"]
         fallback = None if unit in "hdw" else _absolute(text)
         number = int(match["number"])
-        return DateSpec(unit=unit, number=number, fallback=fallback, now_dependent=True)
+        delta = _DELTAS[unit](number) if unit in _DELTAS else None
+        return DateSpec(
+            unit=unit, number=number, fallback=fallback, now_dependent=True, delta=delta
+        )
     read = _read(text)
     if isinstance(read, int):
         return DateSpec(year=read, now_dependent=True)
@@ -169,6 +186,8 @@ def as_comparable(value: object, target: datetime, now: datetime) -> tuple[objec
     A ``datetime`` compares as an instant (naive meaning UTC), a ``date`` with the filter's
     date, a string is parsed first. Anything else cannot be compared.
     """
+    if type(value) is str:
+        return parse_datetime(value, now), target
     if isinstance(value, datetime):
         return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)), target
     if isinstance(value, date):

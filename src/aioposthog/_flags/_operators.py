@@ -203,10 +203,10 @@ class Text(PropertyFilter):
         if value is _ABSENT:
             raise Undecided(self.missing)
         if type(value) is str:
-            text = value.translate(ASCII_LOWER)
+            text = value.lower() if value.isascii() else value.translate(ASCII_LOWER)
         else:
             try:
-                text = to_text(value).translate(ASCII_LOWER)
+                text = ascii_lower(to_text(value))
             except NotJSON:
                 raise Undecided(self.missing) from None
         needle = self.needle

@@ -84,7 +84,8 @@ def to_text(value: Any) -> str:
 
 def ascii_lower(text: str) -> str:
     """Lower-case ASCII letters only, as the flags service does for string operators."""
-    return text.translate(ASCII_LOWER)
+    # For an ASCII text str.lower is the same and far faster than the translation table.
+    return text.lower() if text.isascii() else text.translate(ASCII_LOWER)
 
 
 def is_boolean_like(value: Any) -> bool:
