@@ -17,8 +17,8 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 from . import _context
-from ._capture._encode import to_v1_event
-from ._capture._queue import EventQueue
+from ._capture._encode import EventSplicer, to_v1_event
+from ._capture._queue import EventQueue, Item
 from ._config import MAX_EVENT_BYTES, BeforeSend, PostHogConfig
 from ._exceptions import EventValidationError, UsageError
 from ._serialize import (
@@ -54,6 +54,7 @@ class CaptureMethods:
     _base_properties: dict[str, Any]
     _lib_properties: dict[str, Any]
     _capture_properties: dict[str, Any]
+    _splicer: EventSplicer | None
 
     async def _ensure_open(self) -> None:  # provided by AsyncPostHog
         raise NotImplementedError
@@ -82,6 +83,32 @@ class CaptureMethods:
                 that cannot be serialised, or an event over 900 KiB.
             UsageError: the client is closed or bound to another event loop.
         """
+        splicer = self._splicer
+        if (
+            splicer is not None
+            and type(event) is str
+            and type(distinct_id) is str
+            and event
+            and distinct_id
+            and groups is None
+            and timestamp is None
+            and uuid is None
+            and disable_geoip is None
+            and flags is None
+            and self._state is ClientState.OPENED
+            and asyncio.get_running_loop() is self._loop
+        ):
+            # The common call, in one frame: nothing to merge but the caller's properties,
+            # no hook, v0, and no context state to add.
+            context = _context._current.get()
+            if context is None or not (context.tags or context.session_id):
+                item = self._splice(splicer, event, distinct_id, properties)
+                if item is not None:
+                    self._stats.captured += 1
+                    queue = self._queue
+                    if queue is None or queue.put_nowait(item):
+                        return item[0]
+                    return await self._put(queue, item)
         return await self._capture(
             event,
             distinct_id,
@@ -93,6 +120,18 @@ class CaptureMethods:
             self._capture_properties,
             flags,
         )
+
+    @staticmethod
+    def _splice(
+        splicer: EventSplicer, event: str, distinct_id: str, properties: Mapping[str, Any] | None
+    ) -> Item | None:
+        """The event encoded by the fast path, or None when the general path must build it."""
+        cleaned = _native(event, properties, "properties") if properties else {}
+        uuid = uuid7()
+        data = splicer.encode(event, distinct_id, cleaned, now_iso(), uuid)
+        if data is None or len(data) > MAX_EVENT_BYTES:
+            return None  # the general path encodes it again and reports what is wrong
+        return uuid, data
 
     async def _capture(
         self,
@@ -203,9 +242,14 @@ class CaptureMethods:
             )
         stats.captured += 1
         queue = self._queue
-        if queue is None:  # send=False: built and validated, then let go
-            return uuid
         item = (uuid, data)
+        if queue is None or queue.put_nowait(item):  # send=False: validated, then let go
+            return uuid
+        return await self._put(queue, item)
+
+    async def _put(self, queue: EventQueue, item: Item) -> str | None:
+        """Queue an event past the fast path: wait for room (block), or apply the overflow."""
+        uuid, data = item
         if queue.overflow == "block" and not queue.has_room(len(data)):
             await queue.wait_for_room(len(data))
             if self._state is not ClientState.OPENED:

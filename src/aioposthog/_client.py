@@ -18,6 +18,7 @@ import anyio.lowlevel
 import httpx
 
 from ._capture._batcher import Batcher
+from ._capture._encode import EventSplicer
 from ._capture._queue import EventQueue
 from ._capture._spool import Spool
 from ._capture_methods import CaptureMethods
@@ -146,6 +147,12 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
         # capture() and capture_exception() also describe the runtime, as the official SDK does;
         # $set, alias and $groupidentify do not.
         self._capture_properties = {**system_properties(), **self._lib_properties}
+        # capture()'s fast path appends these, encoded once (v0, no before_send, enabled).
+        self._splicer = (
+            EventSplicer({**self._base_properties, **self._capture_properties})
+            if not (self._v1 or config.disabled) and self._before_send is None
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"<AsyncPostHog host={self.config.host!r} state={self._state.value}>"

@@ -94,6 +94,20 @@ class EventQueue:
                 self.nbytes -= len(old)
                 self.head_seq += 1
                 self._stats.drop("queue_full")
+        self._append(item, size)
+        return True
+
+    def put_nowait(self, item: Item) -> bool:
+        """Queue an event if the queue is below its high-water mark (half full) and has byte
+        room; else change nothing and return False (the caller takes the `offer` path)."""
+        size = len(item[1])
+        if len(self._items) >= self.high_water or self.nbytes + size > self._max_bytes:
+            return False
+        self._append(item, size)
+        return True
+
+    def _append(self, item: Item, size: int) -> None:
+        items = self._items
         if not items:
             self.window_start = time.monotonic()
             items.append(item)
@@ -105,7 +119,6 @@ class EventQueue:
         self.nbytes += size
         self.tail_seq += 1
         self._stats.enqueued += 1
-        return True
 
     async def wait_for_room(self, size: int) -> None:
         """Wait until an event of ``size`` bytes fits (the ``block`` policy)."""
