@@ -84,7 +84,8 @@ class FlagMethods:
             or self._state is not _OPENED
         ):
             return None
-        engine = service.engine
+        poller = service.poller  # service.engine, without the property call
+        engine = poller.engine if poller is not None else None
         if engine is None or asyncio.get_running_loop() is not self._loop:
             return None
         try:
