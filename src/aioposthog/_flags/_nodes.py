@@ -97,12 +97,13 @@ class MalformedFilter(Node):
 class PropertyGroup(Node):
     """An AND/OR group of cohort entries, each ``(node, negated)``."""
 
-    __slots__ = ("entries", "is_and", "pure", "rest_pure")
+    __slots__ = ("entries", "is_and", "pure", "steps")
 
     def __init__(self, is_and: bool) -> None:
         self.is_and = is_and
         self.entries: Sequence[tuple[Node, bool]] = ()
-        self.rest_pure: Sequence[bool] = ()
+        # (node, negated, whether it and every later entry are pure), for ``match``.
+        self.steps: Sequence[tuple[Node, bool, bool]] = ()
         self.pure = False
 
     def seal(self, entries: Sequence[tuple[Node, bool]]) -> None:
@@ -113,16 +114,18 @@ class PropertyGroup(Node):
         for node, _negated in reversed(self.entries):
             pure = pure and node.pure
             rest.append(pure)
-        self.rest_pure = tuple(reversed(rest))
+        self.steps = tuple(
+            (node, negated, rest_pure)
+            for (node, negated), rest_pure in zip(self.entries, reversed(rest), strict=True)
+        )
         self.pure = pure
 
     def match(self, ctx: EvalContext, distinct_id: Any, props: Mapping[str, Any]) -> bool:
         is_and = self.is_and
         decided: bool | None = None
         reason: InconclusiveReason | None = None
-        rest_pure = self.rest_pure
-        for index, (node, negated) in enumerate(self.entries):
-            if decided is not None and rest_pure[index]:
+        for node, negated, rest_pure in self.steps:
+            if decided is not None and rest_pure:
                 return decided
             try:
                 matched = node.match(ctx, distinct_id, props) is not negated
