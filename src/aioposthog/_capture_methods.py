@@ -91,8 +91,6 @@ class CaptureMethods:
             and event
             and distinct_id
             and groups is None
-            and timestamp is None
-            and uuid is None
             and disable_geoip is None
             and flags is None
             and self._state is ClientState.OPENED
@@ -102,7 +100,7 @@ class CaptureMethods:
             # no hook, v0, and no context state to add.
             context = _context._current.get()
             if context is None or not (context.tags or context.session_id):
-                item = self._splice(splicer, event, distinct_id, properties)
+                item = self._splice(splicer, event, distinct_id, properties, timestamp, uuid)
                 if item is not None:
                     self._stats.captured += 1
                     queue = self._queue
@@ -121,14 +119,20 @@ class CaptureMethods:
             flags,
         )
 
-    @staticmethod
     def _splice(
-        splicer: EventSplicer, event: str, distinct_id: str, properties: Mapping[str, Any] | None
+        self,
+        splicer: EventSplicer,
+        event: str,
+        distinct_id: str,
+        properties: Mapping[str, Any] | None,
+        timestamp: datetime | str | None,
+        uuid: str | uuid_module.UUID | None,
     ) -> Item | None:
         """The event encoded by the fast path, or None when the general path must build it."""
         cleaned = _native(event, properties, "properties") if properties else {}
-        uuid = uuid7()
-        data = splicer.encode(event, distinct_id, cleaned, now_iso(), uuid)
+        when = now_iso() if timestamp is None else self._timestamp(event, timestamp)
+        uuid = uuid7() if uuid is None else self._uuid(event, uuid)
+        data = splicer.encode(event, distinct_id, cleaned, when, uuid)
         if data is None or len(data) > MAX_EVENT_BYTES:
             return None  # the general path encodes it again and reports what is wrong
         return uuid, data

@@ -4,6 +4,7 @@ what the general path sends, and hands every case it cannot take to the general 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,11 +34,28 @@ async def test_fast_and_general_paths_send_the_same_event() -> None:
     async with client(mock, super_properties={"team": "core"}) as posthog:
         assert posthog._splicer is not None
         await posthog.capture("e", "u1", props)  # fast path
-        await posthog.capture("e", "u1", props, uuid=None, timestamp="2024-01-01T00:00:00Z")
+        with new_context():  # a context: the general path
+            await posthog.capture("e", "u1", props)
     fast, general = mock.events
     assert fast["properties"] == general["properties"]
     assert without_ids(fast) == without_ids(general)
     assert fast["properties"]["team"] == "core" and fast["properties"]["$lib"] == "aioposthog"
+
+
+async def test_timestamp_and_uuid_given_to_the_fast_path() -> None:
+    mock = MockPostHog()
+    given = "0190a9d2-5b7e-7c3a-8d4e-123456789abc"
+    async with client(mock) as posthog:
+        returned = await posthog.capture(
+            "e", "u1", {"x": 1}, timestamp=datetime(2024, 1, 1, 12, tzinfo=UTC), uuid=given
+        )
+        with pytest.raises(EventValidationError):
+            await posthog.capture("e", "u1", timestamp="not a time")
+        with pytest.raises(EventValidationError):
+            await posthog.capture("e", "u1", uuid="not a uuid")
+    [event] = mock.events
+    assert returned == given == event["uuid"]
+    assert event["timestamp"] == "2024-01-01T12:00:00+00:00"
 
 
 async def test_no_properties_and_empty_properties() -> None:
