@@ -40,6 +40,9 @@ __all__ = ["CaptureMethods"]
 
 logger = logging.getLogger("aioposthog")
 
+# Past half full, capture() yields to the loop on every this many queued events.
+_YIELD_EVERY = 16
+
 
 class CaptureMethods:
     """`capture`, `set`, `set_once`, `alias`, `group_identify` and `capture_exception`."""
@@ -260,9 +263,12 @@ class CaptureMethods:
                 self._stats.drop("shutdown")
                 return None
         accepted = queue.offer(item)
-        if len(queue) > queue.high_water:
-            # Past half full, give the sender a turn of the loop on every capture: a burst
-            # that never awaits anything else would otherwise starve it and overflow.
+        if not queue.tail_seq % _YIELD_EVERY and len(queue) > queue.high_water:
+            # Past half full, give the sender a turn of the loop every few captures: a burst
+            # that never awaits anything else would otherwise starve it and overflow. Not on
+            # every capture: a turn of the loop costs about as much as a capture, and a
+            # queue that merely hovers above half (slow compression, a slow server) would
+            # then halve the producer's pace.
             await asyncio.sleep(0)
         return uuid if accepted else None
 

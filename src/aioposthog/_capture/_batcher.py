@@ -30,7 +30,7 @@ from .._serialize import now_iso, uuid7
 from .._stats import StatsRecorder
 from .._transport import USER_AGENT, Transport
 from .._version import __version__
-from ._encode import COMPRESS_OFF_LOOP_BYTES, gzip_compress, v0_body, v1_body
+from ._encode import gzip_sliced, v0_body, v1_body
 from ._queue import EventQueue, Item
 from ._spool import Spool
 
@@ -61,9 +61,6 @@ class Batcher:
         self._api_key = config.api_key or ""
         self._retry = config.retry_policy
         self._slots = asyncio.Semaphore(config.max_concurrent_requests)
-        # One compression thread: zlib releases the GIL, so one thread already runs beside
-        # the loop, and each extra thread would get its own malloc arena (tens of MB of RSS).
-        self._compressor = anyio.CapacityLimiter(1)
         self._inflight: dict[int, int] = {}  # batch id -> sequence number of its first event
         self._next_batch_id = 0
         self._flush_target = 0
@@ -271,7 +268,7 @@ class Batcher:
             request_id = uuid7()
             created_at = now_iso()
             body = v1_body(joined, historical_migration=historical, created_at=created_at)
-            payload = await _maybe_compress(body, gzip, self._compressor)
+            payload = await gzip_sliced(body) if gzip else body
 
             async def build_v1(attempt: int) -> tuple[Mapping[str, str], bytes]:
                 headers = {
@@ -298,7 +295,7 @@ class Batcher:
                 headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
                 if gzip:
                     headers["Content-Encoding"] = "gzip"
-                return headers, await _maybe_compress(body, gzip, self._compressor)
+                return headers, await gzip_sliced(body) if gzip else body
 
             build = build_v0
             path = _V0_PATH
@@ -318,14 +315,6 @@ class Batcher:
             },
             on_retry=on_retry,
         )
-
-
-async def _maybe_compress(body: bytes, gzip: bool, limiter: anyio.CapacityLimiter) -> bytes:
-    if not gzip:
-        return body
-    if len(body) >= COMPRESS_OFF_LOOP_BYTES:
-        return await anyio.to_thread.run_sync(gzip_compress, body, limiter=limiter)
-    return gzip_compress(body)
 
 
 def _v1_results(response: httpx.Response) -> dict[str, str]:

@@ -6,6 +6,7 @@ joined inside an envelope, so building a request costs one join, not one encode 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Sequence
@@ -14,17 +15,22 @@ from typing import Any
 from pydantic_core import PydanticSerializationError, to_json
 
 __all__ = [
-    "COMPRESS_OFF_LOOP_BYTES",
+    "COMPRESS_SLICE_BYTES",
     "EventSplicer",
     "gzip_compress",
+    "gzip_sliced",
     "to_v1_event",
     "v0_body",
     "v1_body",
 ]
 
-# Bodies larger than this are compressed in a worker thread (zlib releases the GIL), so a
-# large batch never stalls the event loop; smaller ones are cheaper to do inline.
-COMPRESS_OFF_LOOP_BYTES = 128 * 1024
+# Bodies are gzipped on the event loop, this many bytes at a time, with a turn of the loop
+# between slices: at level 1 a slice takes about 0.3 ms, so a 5 MiB batch never stalls the
+# loop for long. Not in a worker thread: the thread must take the GIL back from a busy loop
+# several times per body (zlib re-acquires it for every output block), and each time waits
+# for the interpreter's 5 ms switch interval. Measured on 2 cores, that latency, not the
+# CPU, capped gzip delivery at ~120k events/s, against ~175k without compression.
+COMPRESS_SLICE_BYTES = 256 * 1024
 # Level 1 compresses JSON events about 6-8x at several times the speed of level 6; CPU on the
 # sending host is the scarcer resource.
 _GZIP_LEVEL = 1
@@ -174,6 +180,21 @@ class EventSplicer:
 
 
 def gzip_compress(body: bytes) -> bytes:
-    """Gzip ``body`` in one call (safe to run in a worker thread)."""
+    """Gzip ``body`` in one call."""
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
     return compressor.compress(body) + compressor.flush()
+
+
+async def gzip_sliced(body: bytes) -> bytes:
+    """Gzip ``body`` on the running loop, `COMPRESS_SLICE_BYTES` at a time, yielding between
+    slices so that other tasks (and the caller's captures) keep running."""
+    if len(body) <= COMPRESS_SLICE_BYTES:
+        return gzip_compress(body)
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
+    view = memoryview(body)
+    parts = []
+    for start in range(0, len(body), COMPRESS_SLICE_BYTES):
+        parts.append(compressor.compress(view[start : start + COMPRESS_SLICE_BYTES]))
+        await asyncio.sleep(0)
+    parts.append(compressor.flush())
+    return b"".join(parts)
