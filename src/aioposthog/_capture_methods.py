@@ -103,12 +103,17 @@ class CaptureMethods:
             # no hook, v0, and no context state to add.
             context = _context._current.get()
             if context is None or not (context.tags or context.session_id):
-                item = self._splice(splicer, event, distinct_id, properties, timestamp, uuid)
-                if item is not None:
+                cleaned = _native(event, properties, "properties") if properties else {}
+                stamp = now_iso() if timestamp is None else self._timestamp(event, timestamp)
+                uuid = uuid7() if uuid is None else self._uuid(event, uuid)
+                data = splicer.encode(event, distinct_id, cleaned, stamp, uuid)
+                # None, or too large: the general path encodes it again and says what is wrong.
+                if data is not None and len(data) <= MAX_EVENT_BYTES:
                     self._stats.captured += 1
                     queue = self._queue
+                    item = (uuid, data)
                     if queue is None or queue.put_nowait(item):
-                        return item[0]
+                        return uuid
                     return await self._put(queue, item)
         return await self._capture(
             event,
@@ -121,24 +126,6 @@ class CaptureMethods:
             self._capture_properties,
             flags,
         )
-
-    def _splice(
-        self,
-        splicer: EventSplicer,
-        event: str,
-        distinct_id: str,
-        properties: Mapping[str, Any] | None,
-        timestamp: datetime | str | None,
-        uuid: str | uuid_module.UUID | None,
-    ) -> Item | None:
-        """The event encoded by the fast path, or None when the general path must build it."""
-        cleaned = _native(event, properties, "properties") if properties else {}
-        when = now_iso() if timestamp is None else self._timestamp(event, timestamp)
-        uuid = uuid7() if uuid is None else self._uuid(event, uuid)
-        data = splicer.encode(event, distinct_id, cleaned, when, uuid)
-        if data is None or len(data) > MAX_EVENT_BYTES:
-            return None  # the general path encodes it again and reports what is wrong
-        return uuid, data
 
     async def _capture(
         self,

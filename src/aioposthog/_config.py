@@ -39,6 +39,9 @@ MAX_EVENT_BYTES = 900 * 1024
 # With overflow="block" the producer waits for the sender, so a queue of a few batches keeps
 # the sender busy; more would only hold memory.
 BLOCK_QUEUE_SIZE = 10_000
+# ...and the workload is throughput (imports, workers), not latency: larger batches mean a
+# fifth of the requests, and about 10% more events/s delivered with gzip (benchmarks/).
+BLOCK_FLUSH_AT = 5_000
 
 # Hosts that serve the app, not ingestion: capture and flags go to the ingestion host.
 _INGESTION_HOSTS = {
@@ -123,7 +126,8 @@ class PostHogConfig(BaseModel):
     """Project id for the REST API (``@current`` is used when unset)."""
 
     flush_at: int = Field(default=1000, ge=1, le=100_000)
-    """A batch closes when it holds this many events."""
+    """A batch closes when it holds this many events (1,000; 5,000 with ``overflow="block"``,
+    the throughput setting, or ``max_queue_size`` if that is smaller)."""
     flush_interval: float = Field(default=1.0, gt=0, le=3600)
     """...or when its oldest event has waited this many seconds."""
     max_queue_size: int = Field(default=100_000, ge=1)
@@ -200,13 +204,15 @@ class PostHogConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _block_needs_no_big_queue(cls, data: Any) -> Any:
-        if (
-            isinstance(data, dict)
-            and data.get("overflow") == "block"
-            and data.get("max_queue_size") is None
-        ):
-            data = {**data, "max_queue_size": BLOCK_QUEUE_SIZE}
+    def _block_defaults(cls, data: Any) -> Any:
+        """With ``overflow="block"``: a small queue and large batches, unless told otherwise."""
+        if isinstance(data, dict) and data.get("overflow") == "block":
+            if data.get("max_queue_size") is None:
+                data = {**data, "max_queue_size": BLOCK_QUEUE_SIZE}
+            if data.get("flush_at") is None:
+                size = data["max_queue_size"]
+                fits = size if isinstance(size, int) and not isinstance(size, bool) else None
+                data = {**data, "flush_at": min(BLOCK_FLUSH_AT, fits or BLOCK_FLUSH_AT)}
         return data
 
     @model_validator(mode="after")

@@ -194,6 +194,15 @@ def test_block_overflow_gets_a_small_queue_unless_told() -> None:
     assert PostHogConfig(api_key=KEY).max_queue_size == 100_000
 
 
+def test_block_overflow_gets_large_batches_unless_told() -> None:
+    assert PostHogConfig(api_key=KEY, overflow="block").flush_at == 5_000
+    assert PostHogConfig(api_key=KEY, overflow="block", flush_at=200).flush_at == 200
+    # never larger than the queue, which would be a contradiction (a ConfigError)
+    assert PostHogConfig(api_key=KEY, overflow="block", max_queue_size=3_000).flush_at == 3_000
+    assert PostHogConfig(api_key=KEY).flush_at == 1_000
+    assert PostHogConfig(api_key=KEY, overflow="drop_oldest").flush_at == 1_000
+
+
 def test_unserialisable_super_properties_fail_at_construction() -> None:
     with pytest.raises(ConfigError, match="super_properties") as info:
         AsyncPostHog(KEY, super_properties={"service": object()})
