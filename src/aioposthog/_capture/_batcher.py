@@ -30,7 +30,7 @@ from .._serialize import now_iso, uuid7
 from .._stats import StatsRecorder
 from .._transport import USER_AGENT, Transport
 from .._version import __version__
-from ._encode import gzip_sliced, v0_body, v1_body
+from ._encode import gzip_body, join_body, v0_envelope, v1_envelope
 from ._queue import EventQueue, Item
 from ._spool import Spool
 
@@ -261,14 +261,14 @@ class Batcher:
 
     async def _send(self, batch: list[Item]) -> httpx.Response:
         config = self._config
-        joined = [data for _, data in batch]
+        joined = [data for _, data in batch]  # the encoded events
         gzip = config.compression == "gzip"
         historical = config.historical_migration
         if config.capture_mode == "v1":
             request_id = uuid7()
             created_at = now_iso()
-            body = v1_body(joined, historical_migration=historical, created_at=created_at)
-            payload = await gzip_sliced(body) if gzip else body
+            envelope = v1_envelope(historical_migration=historical, created_at=created_at)
+            payload = await gzip_body(envelope, joined) if gzip else join_body(envelope, joined)
 
             async def build_v1(attempt: int) -> tuple[Mapping[str, str], bytes]:
                 headers = {
@@ -289,13 +289,14 @@ class Batcher:
 
             async def build_v0(attempt: int) -> tuple[Mapping[str, str], bytes]:
                 # sent_at is stamped per attempt: the server corrects clock skew with it.
-                body = v0_body(
-                    self._api_key, joined, historical_migration=historical, sent_at=now_iso()
+                envelope = v0_envelope(
+                    self._api_key, historical_migration=historical, sent_at=now_iso()
                 )
                 headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-                if gzip:
-                    headers["Content-Encoding"] = "gzip"
-                return headers, await gzip_sliced(body) if gzip else body
+                if not gzip:
+                    return headers, join_body(envelope, joined)
+                headers["Content-Encoding"] = "gzip"
+                return headers, await gzip_body(envelope, joined)
 
             build = build_v0
             path = _V0_PATH
