@@ -328,8 +328,8 @@ _SETTINGS: dict[str, Any] = {
 }
 
 
-def _run(examples: int, both: Clients) -> None:
-    @settings(max_examples=examples, **_SETTINGS)
+def _run(examples: int, both: Clients, *, derandomize: bool = False) -> None:
+    @settings(max_examples=examples, derandomize=derandomize, **_SETTINGS)
     @given(defs=definitions(), people=PEOPLE)
     def run(defs: dict[str, Any], people: list[dict[str, Any]]) -> None:
         both.check(defs, people)
@@ -343,7 +343,9 @@ def _run(examples: int, both: Clients) -> None:
 @pytest.mark.timeout(240)  # ~25 s alone; leave room for a loaded CI machine
 def test_clients_agree() -> None:
     with clients() as both:
-        _run(CI_EXAMPLES, both)
+        # The same examples on every run: the counts of each kind of answer below are then
+        # fixed, not a draw that now and then falls short (the slow run stays random).
+        _run(CI_EXAMPLES, both, derandomize=True)
     assert both.pairs >= CI_MIN_PAIRS, both.pairs
     assert both.reloads == CI_EXAMPLES
     # Not a vacuous agreement: every kind of answer came up, many times.
