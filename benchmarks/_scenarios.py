@@ -430,9 +430,10 @@ register(
         name="burst_block",
         title="500k burst, nothing dropped",
         description=(
-            _BURST_NOTE + " Configured to lose nothing: aioposthog with overflow='block' on "
-            "its default 100,000-event queue; the official clients with a queue that holds the "
-            "whole burst (they have no backpressure). Peak RSS of the worker process. The "
+            _BURST_NOTE + " Configured to lose nothing: aioposthog with overflow='block' and "
+            "its defaults for it (a 10,000-event queue, 5,000-event batches); the official "
+            "clients with a queue that holds the whole burst (they have no backpressure). Peak "
+            "RSS (VmHWM) of the worker process. The "
             "official clients' delivery is given 5 s after the burst (their peak is reached "
             "while the burst is queued); events still queued then are reported as pending, "
             "not as lost."
