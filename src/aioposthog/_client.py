@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,20 +111,8 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
                 config = config.replace(**changes)
         self.config = config
         self._http_transport = transport
-        self._state = ClientState.UNOPENED
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stats = StatsRecorder()
-        register_stats(self._stats)
-        self._queue: EventQueue | None = None
-        self._batcher: Batcher | None = None
-        self._transport: Transport | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._flags: FlagService | None = None
-        self._cache: FlagCache | None = None
-        self._start_lock: asyncio.Lock | None = None
-        self._stop = asyncio.Event()
-        self._closed: asyncio.Event | None = None
+        self._init_runtime()
+        _clients.add(self)
         self._v1 = config.capture_mode == "v1"
         self._before_send = config.before_send
         # The properties every event starts from; an event's own properties override them,
@@ -153,6 +143,36 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
             if not (self._v1 or config.disabled) and self._before_send is None
             else None
         )
+
+    def _init_runtime(self) -> None:
+        """The state of one life of the client: unopened, with nothing queued or running."""
+        self._state = ClientState.UNOPENED
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stats = StatsRecorder()
+        register_stats(self._stats)
+        self._queue: EventQueue | None = None
+        self._batcher: Batcher | None = None
+        self._transport: Transport | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._flags: FlagService | None = None
+        self._cache: FlagCache | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._stop = asyncio.Event()
+        self._closed: asyncio.Event | None = None
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's loop, queue, connections and tasks.
+
+        The parent still owns (and sends) the events it had queued, so the child starts empty
+        rather than sending them twice; its first use opens the client on the child's loop.
+        The inherited sockets are dropped, not closed: they are the parent's connections.
+        A closed client stays closed.
+        """
+        if self._state is ClientState.UNOPENED or self._state is ClientState.CLOSED:
+            return
+        retire_stats(self._stats)
+        self._init_runtime()
 
     def __repr__(self) -> str:
         return f"<AsyncPostHog host={self.config.host!r} state={self._state.value}>"
@@ -480,3 +500,16 @@ _WRONG_LOOP = (
     "This AsyncPostHog client is bound to the event loop it started on and was used from "
     "another one; create one client per event loop (e.g. per thread or per worker)"
 )
+
+# Every client, so that a forked child can reset the ones it inherited (see
+# `AsyncPostHog._reset_after_fork`): a pre-fork server (gunicorn --preload, multiprocessing)
+# may open a client in the parent before forking its workers.
+_clients: weakref.WeakSet[AsyncPostHog] = weakref.WeakSet()
+
+
+def _reset_clients_after_fork() -> None:
+    for client in list(_clients):
+        client._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_clients_after_fork)
