@@ -109,7 +109,7 @@ class FlagService:
             json.dumps(request, sort_keys=True, default=str).encode()
         ).hexdigest()
 
-        async def fetch() -> dict[str, Any]:
+        async def fetch() -> RemoteFlags:
             self.remote_calls += 1
             answer = await fetch_remote_flags(
                 self._transport,
@@ -124,13 +124,19 @@ class FlagService:
             )
             if answer.quota_limited:
                 raise QuotaLimitedError("PostHog feature flags quota limited", status=402, body="")
-            return _remote_to_json(answer)
+            return answer
 
-        # ttl 0: identical concurrent calls share one request, and nothing is kept.
-        stored = await self._cache.get_or_fetch(
-            f"flags:{fingerprint}", fetch, ttl=self._config.flag_cache_ttl or 0
-        )
-        return _remote_from_json(stored)
+        key = f"flags:{fingerprint}"
+        ttl = self._config.flag_cache_ttl
+        if not ttl:
+            # Nothing is kept: identical concurrent calls only share one request, so the
+            # answer needs no JSON form.
+            return await self._cache.get_or_fetch(key, fetch, ttl=0)
+
+        async def fetch_json() -> dict[str, Any]:
+            return _remote_to_json(await fetch())
+
+        return _remote_from_json(await self._cache.get_or_fetch(key, fetch_json, ttl=ttl))
 
     # -- one flag ------------------------------------------------------------------------
 
