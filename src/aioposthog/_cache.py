@@ -54,9 +54,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -65,6 +62,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from aiocache import SimpleMemoryCache
 
+from ._cache_backends import backend_errors, build_redis, process_owner_id, redact_url
 from ._exceptions import ConfigError, UsageError
 
 if TYPE_CHECKING:
@@ -79,18 +77,6 @@ T = TypeVar("T")
 _ENTRY_FORMAT: Final = "v1"
 # Larger entries are decoded in a worker thread: a definitions payload can be megabytes.
 _OFFLOAD_DECODE_BYTES: Final = 512 * 1024
-_COMMON_QUERY_OPTIONS: Final = frozenset(
-    {
-        "socket_timeout",
-        "socket_connect_timeout",
-        "max_connections",
-        "health_check_interval",
-        "client_name",
-    }
-)
-_TLS_QUERY_OPTIONS: Final = frozenset(
-    {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
-)
 # KEYS[1] is the lock, ARGV[1] the owner: only the owner may extend or delete it.
 _RENEW_SCRIPT: Final = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -119,46 +105,6 @@ class _Down(enum.Enum):
 
 _DOWN: Final = _Down.DOWN
 
-_OWNERS: dict[int, str] = {}
-
-
-def process_owner_id() -> str:
-    """This process's leader-lock owner id: ``host:pid:random``, renewed after a fork.
-
-    The host and pid are there for whoever reads the lock key in Redis; the random part makes
-    the id unique even when pids are reused (containers all run as pid 1).
-    """
-    pid = os.getpid()
-    owner = _OWNERS.get(pid)
-    if owner is None:
-        owner = _OWNERS.setdefault(pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(8)}")
-    return owner
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs, errors and ``repr``.
-
-    >>> redact_url("redis://app:s3cret@cache:6379/0")
-    'redis://app:***@cache:6379/0'
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        # No colon: the whole userinfo may be a bare password ("redis://s3cret@host").
-        userinfo = f"{user}:***" if colon else "***"
-        parts = parts._replace(netloc=f"{userinfo}@{hostport}")
-    if parts.query:
-        fields = []
-        for field in parts.query.split("&"):
-            name, eq, _ = field.partition("=")
-            fields.append(f"{name}=***" if eq and "pass" in name.lower() else field)
-        parts = parts._replace(query="&".join(fields))
-    return parts.geturl()
-
 
 def _identity(value: Any) -> Any:
     return value
@@ -177,59 +123,6 @@ def _lock_ms(ttl: float) -> int:
     if not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
         raise UsageError(f"a leader lock needs a ttl of more than 0 seconds, not {ttl!r}")
     return max(1, round(ttl * 1000))
-
-
-def _backend_errors(kind: str) -> tuple[type[BaseException], ...]:
-    """What a backend raises when it is unreachable or refuses a command (timeouts included)."""
-    if kind == "redis":
-        from redis.exceptions import RedisError
-
-        return (OSError, RedisError)
-    return (OSError,)
-
-
-def _build_redis(url: str, *, timeout: float, max_connections: int) -> Any:
-    """An aiocache ``RedisCache`` for ``url``; raises ConfigError (with the URL redacted)."""
-    safe = redact_url(url)
-    try:
-        from aiocache.backends.redis import RedisCache
-        from redis.asyncio import BlockingConnectionPool
-        from redis.asyncio.connection import parse_url
-    except ImportError as exc:  # the optional extra is missing
-        raise ConfigError(
-            f"cache_url {safe} needs the redis package: pip install 'aioposthog[redis]'",
-            setting="cache_url",
-        ) from exc
-    try:
-        options: dict[str, Any] = dict(parse_url(url))
-    except ValueError as exc:
-        raise ConfigError(
-            f"cache_url {safe} is not a valid Redis URL", setting="cache_url"
-        ) from exc
-    allowed = _COMMON_QUERY_OPTIONS | (_TLS_QUERY_OPTIONS if url.startswith("rediss:") else set())
-    connection_fields = {"host", "port", "db", "username", "password", "connection_class"}
-    unknown = sorted(set(options) - allowed - connection_fields)
-    if unknown:
-        raise ConfigError(
-            f"cache_url {safe}: unsupported option(s) {', '.join(unknown)}; "
-            f"supported: {', '.join(sorted(allowed))}",
-            setting="cache_url",
-        )
-    return RedisCache(
-        # No serializer role: FlagCache writes its own JSON text (dumps_fn/loads_fn bypass it).
-        namespace=None,  # keys arrive fully built
-        timeout=None,  # FlagCache._guard enforces one timeout for every command
-        endpoint=options.pop("host", "127.0.0.1"),
-        port=options.pop("port", 6379),
-        db=options.pop("db", 0),
-        password=options.pop("password", None),
-        create_connection_timeout=options.pop("socket_connect_timeout", timeout),
-        pool_max_size=options.pop("max_connections", max_connections),
-        # A bounded pool that waits for a free connection: a thousand concurrent callers in
-        # a thousand processes must not open a million connections to one Redis.
-        connection_pool_class=BlockingConnectionPool,
-        connection_pool_kwargs={"timeout": timeout, "socket_timeout": timeout, **options},
-    )
 
 
 class FlagCache:
@@ -291,7 +184,7 @@ class FlagCache:
             self._kind, self._backend = "memory", SimpleMemoryCache(timeout=None)
             self._display_url = "memory://"
         elif url.startswith(("redis://", "rediss://")):
-            self._backend = _build_redis(url, timeout=timeout, max_connections=max_connections)
+            self._backend = build_redis(url, timeout=timeout, max_connections=max_connections)
             self._kind, self._display_url = "redis", redact_url(url)
         else:
             scheme = url.partition("://")[0] if "://" in url else url
@@ -307,7 +200,7 @@ class FlagCache:
             self._release = self._redis.register_script(_RELEASE_SCRIPT)
         # Memory commands never wait; a timeout there would only add a timer per call.
         self._timeout: float | None = timeout if self._kind == "redis" else None
-        self._errors = _backend_errors(self._kind)
+        self._errors = backend_errors(self._kind)
         self._retry_interval = retry_interval
         self._owner = owner
         self._clock = clock
