@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 __all__ = ["FlagMethods"]
 
+_Read = tuple[
+    str,  # key
+    Any,  # distinct_id
+    Mapping[str, Any] | None,  # groups
+    Mapping[str, Any] | None,  # person_properties
+    Mapping[str, Mapping[str, Any]] | None,  # group_properties
+    str | None,  # device_id
+]
+"""One single-flag read's arguments, as `_local` and `_one` take them."""
+
 logger = logging.getLogger("aioposthog")
 
 _REMOTE_CONFIG = "/api/projects/@current/feature_flags/{key}/remote_config"
@@ -62,20 +72,13 @@ class FlagMethods:
         await self._ensure_open()
         return self._flag_service_now()
 
-    def _local(
-        self,
-        key: str,
-        distinct_id: Any,
-        groups: Mapping[str, Any] | None,
-        person_properties: Mapping[str, Any] | None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None,
-        device_id: str | None,
-    ) -> EvaluatedFlag | None:
+    def _local(self, read: _Read) -> EvaluatedFlag | None:
         """The flag decided by the local engine, or None (not loaded, or undecidable here).
 
         The fast path of every single-flag read: a plain call, no await, no I/O. The caller
         awaits `_one` when this is None or when the read must be reported.
         """
+        key, distinct_id, groups, person_properties, group_properties, device_id = read
         service = self._flags
         if (
             service is None
@@ -103,18 +106,14 @@ class FlagMethods:
     async def _one(
         self,
         local: EvaluatedFlag | None,
-        key: str,
-        distinct_id: Any,
-        groups: Mapping[str, Any] | None,
-        person_properties: Mapping[str, Any] | None,
-        group_properties: Mapping[str, Mapping[str, Any]] | None,
+        read: _Read,
         only_evaluate_locally: bool,
         send_feature_flag_events: bool,
         disable_geoip: bool | None,
-        device_id: str | None,
     ) -> EvaluatedFlag | None:
         """The rest of a single-flag read, after `_local` gave ``local``: report it, or (when
         None) check the arguments and ask the service."""
+        key, distinct_id, groups, person_properties, group_properties, device_id = read
         if local is not None:
             if send_feature_flag_events:
                 assert self._flags is not None
@@ -162,19 +161,11 @@ class FlagMethods:
 
         Reports ``$feature_flag_called`` the first time a user gets a given value.
         """
-        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        read = (key, distinct_id, groups, person_properties, group_properties, device_id)
+        flag = self._local(read)
         if flag is None or send_feature_flag_events:
             flag = await self._one(
-                flag,
-                key,
-                distinct_id,
-                groups,
-                person_properties,
-                group_properties,
-                only_evaluate_locally,
-                send_feature_flag_events,
-                disable_geoip,
-                device_id,
+                flag, read, only_evaluate_locally, send_feature_flag_events, disable_geoip
             )
         return None if flag is None else flag.value
 
@@ -192,19 +183,11 @@ class FlagMethods:
         device_id: str | None = None,
     ) -> bool | None:
         """Whether the flag is on (a variant counts as on); None when it cannot be known."""
-        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        read = (key, distinct_id, groups, person_properties, group_properties, device_id)
+        flag = self._local(read)
         if flag is None or send_feature_flag_events:
             flag = await self._one(
-                flag,
-                key,
-                distinct_id,
-                groups,
-                person_properties,
-                group_properties,
-                only_evaluate_locally,
-                send_feature_flag_events,
-                disable_geoip,
-                device_id,
+                flag, read, only_evaluate_locally, send_feature_flag_events, disable_geoip
             )
         return None if flag is None else flag.enabled
 
@@ -222,19 +205,11 @@ class FlagMethods:
         device_id: str | None = None,
     ) -> Any:
         """The JSON payload configured for the user's value of the flag, or None."""
-        flag = self._local(key, distinct_id, groups, person_properties, group_properties, device_id)
+        read = (key, distinct_id, groups, person_properties, group_properties, device_id)
+        flag = self._local(read)
         if flag is None or send_feature_flag_events:
             flag = await self._one(
-                flag,
-                key,
-                distinct_id,
-                groups,
-                person_properties,
-                group_properties,
-                only_evaluate_locally,
-                send_feature_flag_events,
-                disable_geoip,
-                device_id,
+                flag, read, only_evaluate_locally, send_feature_flag_events, disable_geoip
             )
         return None if flag is None else flag.payload
 
