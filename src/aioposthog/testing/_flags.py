@@ -28,23 +28,18 @@ Routes, with the fault-injection group (`fail_next(..., group=...)`, `set_delay`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aioposthog._flags import (
-    FlagEngine,
-    FlagResult,
     InconclusiveReason,
-    MatchReason,
-    compile_definitions,
 )
 
+from ._flag_state import compile_snapshot, render_legacy, render_v2
 from ._messages import HttpError, Request, Response
 from ._router import Router
 
@@ -64,127 +59,10 @@ REMOTE_CONFIG_PATHS: Final = (
     "/api/environments/{project}/feature_flags/{key}/remote_config",
 )
 
-# Person property that carries static-cohort membership into the engine (see _Snapshot).
-_COHORT_PROPERTY = "$local_posthog_static_cohort_{}"
 _JSON: Final = {"content-type": "application/json"}
-_REASONS: Final[dict[MatchReason | str | None, tuple[str, str]]] = {
-    MatchReason.CONDITION_MATCH: ("condition_match", "Matched condition set {}"),
-    MatchReason.NO_CONDITION_MATCH: ("no_condition_match", "No matching condition set"),
-    MatchReason.OUT_OF_ROLLOUT_BOUND: ("out_of_rollout_bound", "Out of rollout bound"),
-    MatchReason.FLAG_DISABLED: ("flag_disabled", "Flag is disabled"),
-    MatchReason.NO_GROUP_TYPE: ("no_group_type", "No group type"),
-    MatchReason.HOLDOUT: ("holdout_condition_value", "Holdout condition value"),
-    MatchReason.FEATURE_ENROLLMENT: ("super_condition_value", "Super condition value"),
-}
-_NO_MATCH: Final = {
-    "code": "no_condition_match",
-    "condition_index": None,
-    "description": "No matching condition set",
-}
-_FAILED: Final = {
-    "code": "evaluation_error",
-    "condition_index": None,
-    "description": "Flag evaluation failed",
-}
 _NOT_FOUND = InconclusiveReason.FLAG_NOT_FOUND
 _ERROR = InconclusiveReason.EVALUATION_ERROR
 _EMPTY: Final[Mapping[str, Any]] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class _FlagInfo:
-    """What `/flags` and remote config need of one definition besides its value."""
-
-    flag_id: Any
-    version: Any
-    payloads: Mapping[str, str]
-    """Payload by value ("true" or a variant), as the JSON text `/flags` sends."""
-    remote_config: bool
-    remote_payload: Any
-    """`filters.payloads["true"]` as stored (a JSON text, normally), for remote config."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """One loaded set of definitions; replaced whole, so the server thread never sees a mix."""
-
-    body: bytes
-    etag: str
-    engine: FlagEngine
-    flags: Mapping[str, _FlagInfo]
-    static_cohorts: tuple[tuple[str, str], ...]
-    """(cohort id, person property) for each static cohort a definition uses."""
-    rendered: dict[tuple[Any, ...], dict[str, Any]]
-    """v2 records by outcome, filled by the server thread only: a flag has few outcomes."""
-
-
-def _payload_text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def _cohort_ids(node: Any, found: set[str]) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "cohort" and "value" in node:
-            found.add(str(node["value"]))
-        for child in node.values():
-            _cohort_ids(child, found)
-    elif isinstance(node, list):
-        for child in node:
-            _cohort_ids(child, found)
-
-
-def _snapshot(payload: Mapping[str, Any]) -> _Snapshot:
-    if not isinstance(payload, Mapping):
-        raise TypeError("flag definitions must be a mapping like {'flags': [...]}")
-    full: dict[str, Any] = {"flags": [], "group_type_mapping": {}, "cohorts": {}, **payload}
-    if not isinstance(full["flags"], list):
-        raise ValueError("'flags' must be a list of flag definitions")
-    if not isinstance(full["cohorts"], dict):
-        raise ValueError("'cohorts' must be an object")
-    try:
-        body = json.dumps(full, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"flag definitions are not JSON: {exc}") from exc
-    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-
-    # The server's copy: a fresh one (the test keeps its dicts) that is edited to decide what a
-    # local evaluation leaves to the server.
-    server = json.loads(body)
-    flags = [f for f in server["flags"] if not (isinstance(f, dict) and f.get("deleted"))]
-    server["flags"] = flags
-    infos: dict[str, _FlagInfo] = {}
-    for flag in flags:
-        if not isinstance(flag, dict) or not isinstance(flag.get("key"), str):
-            continue
-        flag.pop("ensure_experience_continuity", None)
-        filters = flag.get("filters")
-        raw_payloads = filters.get("payloads") if isinstance(filters, dict) else None
-        raw_payloads = raw_payloads if isinstance(raw_payloads, dict) else {}
-        texts = {str(k): _payload_text(v) for k, v in raw_payloads.items()}
-        infos[flag["key"]] = _FlagInfo(
-            flag_id=flag.get("id"),
-            version=flag.get("version"),
-            payloads={k: v for k, v in texts.items() if v is not None},
-            remote_config=flag.get("is_remote_configuration") is True,
-            remote_payload=raw_payloads.get("true") or None,
-        )
-    used: set[str] = set()
-    _cohort_ids(flags, used)
-    _cohort_ids(server["cohorts"], used)
-    static: list[tuple[str, str]] = []
-    for cohort_id in sorted(used.difference(server["cohorts"])):
-        prop = _COHORT_PROPERTY.format(cohort_id)
-        # Membership becomes a person property set on every request: the engine then treats
-        # the cohort like any other (nested, negated, `not_in`) without knowing it is static.
-        server["cohorts"][cohort_id] = {
-            "type": "AND",
-            "values": [{"key": prop, "type": "person", "operator": "exact", "value": ["true"]}],
-        }
-        static.append((cohort_id, prop))
-    engine = FlagEngine(compile_definitions(server))
-    return _Snapshot(body, etag, engine, infos, tuple(static), {})
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -248,7 +126,7 @@ class FlagsMixin:
         self._flag_api_key = api_key
         self._personal_api_key = personal_api_key
         self._flag_lock = threading.Lock()
-        self._flag_snapshot = _snapshot({})
+        self._flag_snapshot = compile_snapshot({})
         self._flag_persons: Mapping[str, Mapping[str, Any]] = {}
         self._flag_groups: Mapping[tuple[str, str], Mapping[str, Any]] = {}
         self._flag_cohorts: Mapping[str, frozenset[str]] = {}
@@ -278,12 +156,12 @@ class FlagsMixin:
         >>> [flag["key"] for flag in server.flag_definitions["flags"]]
         ['beta']
         """
-        snapshot = _snapshot(payload)
+        snapshot = compile_snapshot(payload)
         self._flag_snapshot = snapshot
 
     def clear_flag_definitions(self) -> None:
         """Serve empty definitions (`{"flags": [], ...}`): no flag is known any more."""
-        self._flag_snapshot = _snapshot({})
+        self._flag_snapshot = compile_snapshot({})
 
     @property
     def flag_definitions(self) -> dict[str, Any]:
@@ -500,7 +378,7 @@ class FlagsMixin:
         )
         failed = self._flag_failed
         if v2:
-            flags, errors = _render_v2(snapshot, results, inconclusive, failed)
+            flags, errors = render_v2(snapshot, results, inconclusive, failed)
             answer: dict[str, Any] = {
                 "flags": flags,
                 "errorsWhileComputingFlags": errors or self.flags_errors_while_computing,
@@ -508,7 +386,7 @@ class FlagsMixin:
                 "evaluatedAt": int(time.time() * 1000),
             }
             return Response.json(answer)
-        values, payloads, errors = _render_legacy(snapshot, results, inconclusive, failed)
+        values, payloads, errors = render_legacy(snapshot, results, inconclusive, failed)
         return Response.json(
             {
                 "featureFlags": values,
@@ -517,99 +395,3 @@ class FlagsMixin:
                 "requestId": request_id,
             }
         )
-
-
-def _render_v2(
-    snapshot: _Snapshot,
-    results: Mapping[str, FlagResult],
-    inconclusive: Mapping[str, InconclusiveReason],
-    failed: frozenset[str],
-) -> tuple[dict[str, Any], bool]:
-    """The v2 `flags` object, and whether a flag failed."""
-    infos = snapshot.flags
-    rendered = snapshot.rendered
-    flags: dict[str, Any] = {}
-    errors = False
-    for key, result in results.items():
-        if key in failed:
-            flags[key] = _off_record(key, infos[key], failed=True)
-            errors = True
-            continue
-        outcome = (key, result.value, result.reason, result.condition_index)
-        record = rendered.get(outcome)
-        if record is None:
-            # Shared between answers: json.dumps only reads it.
-            record = rendered[outcome] = _record(result, infos[key])
-        flags[key] = record
-    for key, why in inconclusive.items():
-        if why is _NOT_FOUND:
-            continue
-        broken = why is _ERROR or key in failed
-        errors = errors or broken
-        flags[key] = _off_record(key, infos[key], failed=broken)
-    return flags, errors
-
-
-def _render_legacy(
-    snapshot: _Snapshot,
-    results: Mapping[str, FlagResult],
-    inconclusive: Mapping[str, InconclusiveReason],
-    failed: frozenset[str],
-) -> tuple[dict[str, bool | str], dict[str, str], bool]:
-    """`featureFlags`, `featureFlagPayloads`, and whether a flag failed (failed ones are left
-    out, as the legacy shape has no way to say so)."""
-    infos = snapshot.flags
-    values: dict[str, bool | str] = {}
-    payloads: dict[str, str] = {}
-    errors = False
-    for key, result in results.items():
-        if key in failed:
-            errors = True
-            continue
-        value = values[key] = result.value
-        if value is not False:
-            payload = infos[key].payloads.get("true" if value is True else str(value))
-            if payload is not None:
-                payloads[key] = payload
-    for key, why in inconclusive.items():
-        if why is _NOT_FOUND:
-            continue
-        if why is _ERROR or key in failed:
-            errors = True
-        else:
-            values[key] = False
-    return values, payloads, errors
-
-
-def _metadata(info: _FlagInfo, payload: str | None) -> dict[str, Any]:
-    return {"id": info.flag_id, "version": info.version, "description": None, "payload": payload}
-
-
-def _record(result: FlagResult, info: _FlagInfo) -> dict[str, Any]:
-    value = result.value
-    code, description = _REASONS.get(result.reason, (str(result.reason), str(result.reason)))
-    index = result.condition_index
-    if "{}" in description:
-        description = description.replace(" {}", "" if index is None else f" {index + 1}")
-    payload = None
-    if value is not False:
-        payload = info.payloads.get("true" if value is True else str(value))
-    return {
-        "key": result.key,
-        "enabled": value is not False,
-        "variant": value if isinstance(value, str) else None,
-        "reason": {"code": code, "condition_index": index, "description": description},
-        "metadata": _metadata(info, payload),
-        "failed": False,
-    }
-
-
-def _off_record(key: str, info: _FlagInfo, *, failed: bool) -> dict[str, Any]:
-    return {
-        "key": key,
-        "enabled": False,
-        "variant": None,
-        "reason": dict(_FAILED if failed else _NO_MATCH),
-        "metadata": _metadata(info, None),
-        "failed": failed,
-    }
