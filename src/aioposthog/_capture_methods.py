@@ -40,7 +40,10 @@ __all__ = ["CaptureMethods"]
 
 logger = logging.getLogger("aioposthog")
 
-# Past half full, capture() yields to the loop on every this many queued events.
+# capture() gives the loop a turn on every this many events it takes, and on every event
+# the full queue refuses: a producer that never awaits anything else (an import in a web
+# app's background task, a burst) can neither starve the sender nor hold the loop for more
+# than a fraction of a millisecond. A turn costs about as much as a capture.
 _YIELD_EVERY = 16
 
 
@@ -112,7 +115,11 @@ class CaptureMethods:
                     self._stats.captured += 1
                     queue = self._queue
                     item = (uuid, data)
-                    if queue is None or queue.put_nowait(item):
+                    if queue is None:
+                        return uuid
+                    if queue.put_nowait(item):
+                        if not self._stats.captured % _YIELD_EVERY:
+                            await asyncio.sleep(0)
                         return uuid
                     return await self._put(queue, item)
         return await self._capture(
@@ -237,7 +244,11 @@ class CaptureMethods:
         stats.captured += 1
         queue = self._queue
         item = (uuid, data)
-        if queue is None or queue.put_nowait(item):  # send=False: validated, then let go
+        if queue is None:  # send=False: validated, then let go
+            return uuid
+        if queue.put_nowait(item):
+            if not stats.captured % _YIELD_EVERY:
+                await asyncio.sleep(0)
             return uuid
         return await self._put(queue, item)
 
@@ -250,12 +261,9 @@ class CaptureMethods:
                 self._stats.drop("shutdown")
                 return None
         accepted = queue.offer(item)
-        if not queue.tail_seq % _YIELD_EVERY and len(queue) > queue.high_water:
-            # Past half full, give the sender a turn of the loop every few captures: a burst
-            # that never awaits anything else would otherwise starve it and overflow. Not on
-            # every capture: a turn of the loop costs about as much as a capture, and a
-            # queue that merely hovers above half (slow compression, a slow server) would
-            # then halve the producer's pace.
+        if not accepted or not self._stats.captured % _YIELD_EVERY:
+            # Past half full this is what lets the sender keep up with a burst; a refused
+            # event always yields, so a producer that meets a full queue lets it drain.
             await asyncio.sleep(0)
         return uuid if accepted else None
 

@@ -137,12 +137,11 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
         # capture() and capture_exception() also describe the runtime, as the official SDK does;
         # $set, alias and $groupidentify do not.
         self._capture_properties = {**system_properties(), **self._lib_properties}
-        # capture()'s fast path appends these, encoded once (v0, no before_send, enabled).
-        self._splicer = (
-            EventSplicer({**self._base_properties, **self._capture_properties})
-            if not (self._v1 or config.disabled) and self._before_send is None
-            else None
-        )
+        # capture()'s fast path appends these, encoded once (no before_send, enabled).
+        constant = {**self._base_properties, **self._capture_properties}
+        self._splicer: EventSplicer | None = None
+        if not config.disabled and self._before_send is None:
+            self._splicer = EventSplicer.for_v1(constant) if self._v1 else EventSplicer(constant)
 
     def _init_runtime(self) -> None:
         """The state of one life of the client: unopened, with nothing queued or running."""

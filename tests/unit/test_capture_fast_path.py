@@ -3,6 +3,7 @@ what the general path sends, and hands every case it cannot take to the general 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -120,9 +121,45 @@ async def test_disabled_and_hooked_clients_have_no_fast_path() -> None:
     async with client(mock, before_send=hook) as posthog:
         assert posthog._splicer is None
         await posthog.capture("e", "u1")
-    async with client(mock, capture_mode="v1") as posthog:
-        assert posthog._splicer is None
     assert seen == ["e"]
+
+
+async def test_v1_fast_and_general_paths_send_the_same_event() -> None:
+    mock = MockPostHog()
+    props = {"plan": "pro", "n": 3, "nested": {"a": [1, None]}}
+    async with client(mock, capture_mode="v1", super_properties={"team": "core"}) as posthog:
+        assert posthog._splicer is not None
+        await posthog.capture("e", "u1", props)  # fast path
+        with new_context():  # a context: the general path
+            await posthog.capture("e", "u1", props)
+        await posthog.capture("e", "u1")  # fast path, no properties
+    fast, general, bare = mock.events
+    assert without_ids(fast) == without_ids(general)
+    assert fast["options"] == {} and "$lib" not in fast["properties"]
+    assert fast["properties"]["team"] == "core" and fast["properties"]["plan"] == "pro"
+    assert bare["properties"] == {k: v for k, v in fast["properties"].items() if k not in props}
+
+
+async def test_v1_keys_that_leave_properties_take_the_general_path() -> None:
+    mock = MockPostHog()
+    async with client(mock, capture_mode="v1") as posthog:
+        await posthog.capture(
+            "e", "u1", {"$session_id": "s1", "$process_person_profile": False, "$lib": "x"}
+        )
+    [event] = mock.events
+    assert event["session_id"] == "s1"
+    assert event["options"] == {"process_person_profile": False}
+    assert not {"$session_id", "$process_person_profile", "$lib"} & set(event["properties"])
+
+
+async def test_v1_super_properties_that_v1_reshapes_disable_the_fast_path() -> None:
+    mock = MockPostHog()
+    options = {"capture_mode": "v1", "super_properties": {"$process_person_profile": False}}
+    async with client(mock, **options) as posthog:
+        assert posthog._splicer is None
+        await posthog.capture("e", "u1", {"x": 1})
+    [event] = mock.events
+    assert event["options"] == {"process_person_profile": False}
 
 
 async def test_past_half_full_the_overflow_policy_still_applies() -> None:
@@ -163,3 +200,32 @@ def test_splicer_output_is_one_json_object() -> None:
     bare = EventSplicer({})
     assert json.loads(bare.encode("e", "u", {}, "t", "id") or b"")["properties"] == {}
     assert json.loads(bare.encode("e", "u", {"a": 1}, "t", "id") or b"")["properties"] == {"a": 1}
+
+
+@pytest.mark.parametrize("options", [{}, {"groups": {"company": "c1"}}], ids=["fast", "general"])
+async def test_a_tight_producer_gives_the_loop_a_turn_every_16_events(
+    options: dict[str, Any],
+) -> None:
+    # Far below half full: nothing needs the sender, yet other tasks (a web app's request
+    # handlers beside an import, say) must not wait for the whole loop to end.
+    mock = MockPostHog()
+    turns = 0
+    done = asyncio.Event()
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with client(mock, max_queue_size=100_000, flush_at=10_000) as posthog:
+        task = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        before = turns
+        for i in range(1_600):
+            await posthog.capture("e", "u1", {"i": i}, **options)
+        during = turns - before
+        done.set()
+        await task
+    assert 95 <= during <= 110  # one turn per 16 captures
+    assert len(mock.events) == 1_600

@@ -12,7 +12,7 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
-from typing import Any
+from typing import Any, Final
 
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -168,27 +168,40 @@ def v1_body(events: Sequence[bytes], *, historical_migration: bool, created_at: 
 
 
 class EventSplicer:
-    """Encodes a v0 event whose constant properties were encoded once, up front.
+    """Encodes an event whose constant properties were encoded once, up front.
 
     Every `capture()` sends the same library and runtime properties (and any
     ``super_properties``): encoding them per event was a third of the event's encode.
     Here they are encoded when the client is built and appended to the caller's encoded
-    properties as bytes. The event comes out as ``{"event", "distinct_id", "timestamp",
-    "uuid", "properties": {<caller's>, <constant>}}``, the same JSON object as the general
-    path's (``properties`` merely comes last).
+    properties as bytes. A v0 event comes out as ``{"event", "distinct_id", "timestamp",
+    "uuid", "properties": {<caller's>, <constant>}}``, a v1 event as capture v1's object
+    (`to_v1_event`) with empty ``options``: the same JSON objects as the general path's
+    (``properties`` merely comes last).
 
-    `encode` declines (returns None) when a caller's key is also a constant key, since the
-    precedence rules then need a merged dict, and when the JSON encoder refuses the event:
-    the general path handles those and reports the error.
+    `encode` declines (returns None) when a caller's key is also a constant key (the
+    precedence rules then need a merged dict) or one that v1 moves out of ``properties``,
+    and when the JSON encoder refuses the event: the general path handles those and
+    reports the error. `for_v1` returns None when the constant properties themselves hold
+    something v1 moves out.
     """
 
-    __slots__ = ("_empty", "_keys", "_tail")
+    __slots__ = ("_empty", "_keys", "_tail", "_v1")
 
-    def __init__(self, constant: dict[str, Any]) -> None:
+    def __init__(self, constant: dict[str, Any], *, reserved: frozenset[str] = frozenset()):
         encoded = to_json(constant)  # b'{...}'
-        self._keys = frozenset(constant)
+        self._keys = frozenset(constant) | reserved
         self._tail = (b"," + encoded[1:-1] if constant else b"") + b"}}"
         self._empty = encoded + b"}"
+        self._v1 = bool(reserved)
+
+    @classmethod
+    def for_v1(cls, constant: dict[str, Any]) -> EventSplicer | None:
+        """A splicer for capture v1 events, or None if the constant part needs reshaping."""
+        wire = to_v1_event({"event": "", "uuid": "", "distinct_id": "", "timestamp": ""})
+        shaped = to_v1_event({**wire, "properties": constant})
+        if shaped.keys() != wire.keys() or shaped["options"]:
+            return None  # e.g. a $session_id or $process_person_profile super property
+        return cls(shaped["properties"], reserved=_V1_RESERVED)
 
     def encode(
         self, event: str, distinct_id: str, properties: dict[str, Any], timestamp: str, uuid: str
@@ -196,22 +209,38 @@ class EventSplicer:
         """The event's JSON; ``properties`` must be native JSON already (`clean_mapping`)."""
         if properties and not self._keys.isdisjoint(properties):
             return None
+        wire: dict[str, Any]
+        if self._v1:
+            wire = {
+                "event": event,
+                "uuid": uuid,
+                "distinct_id": distinct_id,
+                "timestamp": timestamp,
+                "options": _NO_OPTIONS,
+                "properties": properties,
+            }
+        else:
+            wire = {
+                "event": event,
+                "distinct_id": distinct_id,
+                "timestamp": timestamp,
+                "uuid": uuid,
+                "properties": properties,
+            }
         try:
-            encoded = to_json(
-                {
-                    "event": event,
-                    "distinct_id": distinct_id,
-                    "timestamp": timestamp,
-                    "uuid": uuid,
-                    "properties": properties,
-                },
-                inf_nan_mode="null",
-            )
+            encoded = to_json(wire, inf_nan_mode="null")
         except PydanticSerializationError:
             return None
         if properties:
             return encoded[:-2] + self._tail  # drop '}}', close with the constant ones
         return encoded[:-3] + self._empty  # drop '{}}'
+
+
+# What capture v1 takes out of properties (options, top-level fields, the SDK header's $lib).
+_V1_RESERVED: Final = frozenset(
+    [prop for prop, _ in (*_V1_OPTIONS, *_V1_STRING_OPTIONS, *_V1_TOP_LEVEL)] + list(_V1_STRIPPED)
+)
+_NO_OPTIONS: Final[dict[str, Any]] = {}
 
 
 def gzip_compress(body: bytes) -> bytes:
