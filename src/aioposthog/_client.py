@@ -31,7 +31,7 @@ from ._platform import system_properties
 from ._serialize import UnserializableValueError, clean_mapping
 from ._state import ClientState
 from ._stats import ClientStats, StatsRecorder
-from ._telemetry import register_stats, retire_stats, tracer
+from ._telemetry import forget_stats, register_stats, retire_stats, tracer
 from ._transport import Transport
 from ._version import __version__
 
@@ -170,7 +170,7 @@ class AsyncPostHog(CaptureMethods, FlagMethods):
         """
         if self._state is ClientState.UNOPENED or self._state is ClientState.CLOSED:
             return
-        retire_stats(self._stats)
+        forget_stats(self._stats)  # the parent's counts, which the parent reports
         self._init_runtime()
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSTRUMENTATION_NAME",
+    "forget_stats",
     "register_stats",
     "request_duration",
     "retire_stats",
@@ -43,6 +44,11 @@ _retired_dropped: dict[str, int] = {}
 def register_stats(recorder: StatsRecorder) -> None:
     """Make a client's statistics visible to the observable counters."""
     _recorders.add(recorder)
+
+
+def forget_stats(recorder: StatsRecorder) -> None:
+    """Stop observing a recorder without counting it (a forked child's copy of its parent's)."""
+    _recorders.discard(recorder)
 
 
 def retire_stats(recorder: StatsRecorder) -> None:
