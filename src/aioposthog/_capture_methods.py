@@ -103,7 +103,7 @@ class CaptureMethods:
             and asyncio.get_running_loop() is self._loop
         ):
             # The common call, in one frame: nothing to merge but the caller's properties,
-            # no hook, v0, and no context state to add.
+            # no hook, and no context state to add (v0, or v1 with its own splicer).
             context = _context._current.get()
             if context is None or not (context.tags or context.session_id):
                 cleaned = _native(event, properties, "properties") if properties else {}
