@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from collections import deque
@@ -105,3 +106,33 @@ def _decode(request: httpx.Request) -> dict[str, Any]:
     decoded = json.loads(raw)
     assert isinstance(decoded, dict)
     return decoded
+
+
+class LoopTurns:
+    """Counts the turns of the event loop that another task gets while the block runs.
+
+    >>> async with LoopTurns() as turns: ...   # then turns.count
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopTurns:
+        self._task = asyncio.create_task(self._spin())
+        await asyncio.sleep(0)  # the task is running
+        self.count = 0
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        final = self.count
+        self._done.set()
+        assert self._task is not None
+        await self._task
+        self.count = final
+
+    async def _spin(self) -> None:
+        while not self._done.is_set():
+            self.count += 1
+            await asyncio.sleep(0)

@@ -3,7 +3,6 @@ what the general path sends, and hands every case it cannot take to the general 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +14,7 @@ from aioposthog._capture._encode import EventSplicer
 from aioposthog._capture._queue import EventQueue
 from aioposthog._stats import StatsRecorder
 
-from ._mock import MockPostHog
+from ._mock import LoopTurns, MockPostHog
 
 KEY = "phc_fastpath"
 
@@ -209,23 +208,9 @@ async def test_a_tight_producer_gives_the_loop_a_turn_every_16_events(
     # Far below half full: nothing needs the sender, yet other tasks (a web app's request
     # handlers beside an import, say) must not wait for the whole loop to end.
     mock = MockPostHog()
-    turns = 0
-    done = asyncio.Event()
-
-    async def other_task() -> None:
-        nonlocal turns
-        while not done.is_set():
-            turns += 1
-            await asyncio.sleep(0)
-
-    async with client(mock, max_queue_size=100_000, flush_at=10_000) as posthog:
-        task = asyncio.create_task(other_task())
-        await asyncio.sleep(0)
-        before = turns
+    posthog = client(mock, max_queue_size=100_000, flush_at=10_000)
+    async with posthog, LoopTurns() as turns:
         for i in range(1_600):
             await posthog.capture("e", "u1", {"i": i}, **options)
-        during = turns - before
-        done.set()
-        await task
-    assert 95 <= during <= 110  # one turn per 16 captures
+    assert 95 <= turns.count <= 110  # one turn per 16 captures
     assert len(mock.events) == 1_600

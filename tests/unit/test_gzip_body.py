@@ -18,6 +18,8 @@ from aioposthog._capture._encode import (
     v1_envelope,
 )
 
+from ._mock import LoopTurns
+
 ENVELOPE = v0_envelope("phc_k", historical_migration=False, sent_at="2024-01-01T00:00:00+00:00")
 
 
@@ -63,23 +65,10 @@ def test_envelopes() -> None:
 
 async def test_other_tasks_run_between_groups() -> None:
     batch = events(5_000)  # ~3 MB: about a dozen groups
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    out = await gzip_body(ENVELOPE, batch)
-    done.set()
-    await task
+    async with LoopTurns() as turns:
+        out = await gzip_body(ENVELOPE, batch)
     groups = len(join_body(ENVELOPE, batch)) // COMPRESS_SLICE_BYTES
-    assert ticks - before >= groups - 1  # the loop turned between groups
+    assert turns.count >= groups - 1  # the loop turned between groups
     assert gzip.decompress(out) == join_body(ENVELOPE, batch)
 
 
