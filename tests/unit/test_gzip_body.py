@@ -13,7 +13,6 @@ from aioposthog._capture._encode import (
     COMPRESS_SLICE_BYTES,
     gzip_body,
     join_body,
-    v0_body,
     v0_envelope,
     v1_envelope,
 )
@@ -53,7 +52,8 @@ async def test_same_bytes_as_the_plain_body(batch: list[bytes]) -> None:
 
 def test_envelopes() -> None:
     batch = events(2)
-    assert json.loads(v0_body("phc_k", batch, historical_migration=True, sent_at="t")) == {
+    v0 = v0_envelope("phc_k", historical_migration=True, sent_at="t")
+    assert json.loads(join_body(v0, batch)) == {
         "api_key": "phc_k",
         "historical_migration": True,
         "sent_at": "t",

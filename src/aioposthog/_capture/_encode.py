@@ -20,12 +20,9 @@ __all__ = [
     "COMPRESS_SLICE_BYTES",
     "EventSplicer",
     "gzip_body",
-    "gzip_compress",
     "join_body",
     "to_v1_event",
-    "v0_body",
     "v0_envelope",
-    "v1_body",
     "v1_envelope",
 ]
 
@@ -153,20 +150,6 @@ def join_body(envelope: Envelope, events: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def v0_body(
-    api_key: str, events: Sequence[bytes], *, historical_migration: bool, sent_at: str
-) -> bytes:
-    """The whole ``/batch/`` body, uncompressed."""
-    envelope = v0_envelope(api_key, historical_migration=historical_migration, sent_at=sent_at)
-    return join_body(envelope, events)
-
-
-def v1_body(events: Sequence[bytes], *, historical_migration: bool, created_at: str) -> bytes:
-    """The whole ``/i/v1/analytics/events`` body, uncompressed."""
-    envelope = v1_envelope(historical_migration=historical_migration, created_at=created_at)
-    return join_body(envelope, events)
-
-
 class EventSplicer:
     """Encodes an event whose constant properties were encoded once, up front.
 
@@ -241,12 +224,6 @@ _V1_RESERVED: Final = frozenset(
     [prop for prop, _ in (*_V1_OPTIONS, *_V1_STRING_OPTIONS, *_V1_TOP_LEVEL)] + list(_V1_STRIPPED)
 )
 _NO_OPTIONS: Final[dict[str, Any]] = {}
-
-
-def gzip_compress(body: bytes) -> bytes:
-    """Gzip ``body`` in one call."""
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
-    return compressor.compress(body) + compressor.flush()
 
 
 async def gzip_body(envelope: Envelope, events: Sequence[bytes]) -> bytes:

@@ -31,6 +31,7 @@ class EventQueue:
     __slots__ = (
         "_blocked",
         "_flush_at",
+        "_high_water",
         "_items",
         "_max_bytes",
         "_max_events",
@@ -38,7 +39,6 @@ class EventQueue:
         "_stats",
         "_wake",
         "head_seq",
-        "high_water",
         "nbytes",
         "overflow",
         "tail_seq",
@@ -56,7 +56,7 @@ class EventQueue:
     ) -> None:
         self._items: deque[Item] = deque()
         self._max_events = max_events
-        self.high_water = max_events // 2
+        self._high_water = max_events // 2
         self._max_bytes = max_bytes
         self._flush_at = flush_at
         self._stats = stats
@@ -102,7 +102,7 @@ class EventQueue:
         """Queue an event if the queue is below its high-water mark (half full) and has byte
         room; else change nothing and return False (the caller takes the `offer` path)."""
         size = len(item[1])
-        if len(self._items) >= self.high_water or self.nbytes + size > self._max_bytes:
+        if len(self._items) >= self._high_water or self.nbytes + size > self._max_bytes:
             return False
         self._append(item, size)
         return True
